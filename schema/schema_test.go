@@ -1,0 +1,114 @@
+package schema_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/mediaplatform/relay/internal/pgtest"
+	"github.com/mediaplatform/relay/schema"
+)
+
+func TestMigrate(t *testing.T) {
+	t.Parallel()
+
+	t.Run("AppliesBothLinesThenNothing", func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		pool := pgtest.NewSchema(t).Pool(t)
+
+		applied, err := schema.Migrate(ctx, pool)
+		if err != nil {
+			t.Fatalf("first migrate: %v", err)
+		}
+		lines := map[schema.Line]int{}
+		for _, m := range applied {
+			lines[m.Line]++
+		}
+		if lines[schema.LineOutbox] == 0 || lines[schema.LineRiver] == 0 {
+			t.Fatalf("first migrate applied %v, want both lines", applied)
+		}
+
+		again, err := schema.Migrate(ctx, pool)
+		if err != nil {
+			t.Fatalf("second migrate: %v", err)
+		}
+		if len(again) != 0 {
+			t.Fatalf("second migrate applied %v, want nothing", again)
+		}
+
+		status, err := schema.Status(ctx, pool)
+		if err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		for _, m := range status {
+			if !m.Applied {
+				t.Errorf("after migrate, %v is pending", m)
+			}
+		}
+	})
+
+	t.Run("StatusBeforeMigrateListsPending", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.NewSchema(t).Pool(t)
+		status, err := schema.Status(context.Background(), pool)
+		if err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		if len(status) == 0 {
+			t.Fatal("status listed no migrations")
+		}
+		for _, m := range status {
+			if m.Applied {
+				t.Errorf("fresh schema: %v is applied", m)
+			}
+		}
+	})
+
+	t.Run("ConcurrentRunsApplyOnce", func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		s := pgtest.NewSchema(t)
+		const runs = 4
+		results := make([][]schema.Migration, runs)
+		errs := make([]error, runs)
+		var wg sync.WaitGroup
+		for i := range runs {
+			pool := s.Pool(t) // a pool per run, as separate processes would have
+			wg.Go(func() { results[i], errs[i] = schema.Migrate(ctx, pool) })
+		}
+		wg.Wait()
+		total := 0
+		for i := range runs {
+			if errs[i] != nil {
+				t.Fatalf("run %d: %v", i, errs[i])
+			}
+			total += len(results[i])
+		}
+		status, err := schema.Status(ctx, s.Pool(t))
+		if err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		if total != len(status) {
+			t.Fatalf("runs applied %d migrations in all, want each of the %d exactly once", total, len(status))
+		}
+	})
+
+	t.Run("MissingSchemaIsAClearError", func(t *testing.T) {
+		t.Parallel()
+		s := pgtest.NewSchema(t)
+		s.URL += "_nope" // search_path names a schema that does not exist
+		_, err := schema.Migrate(context.Background(), s.Pool(t))
+		if err == nil {
+			t.Fatal("migrate into a missing schema succeeded")
+		}
+		t.Log(err)
+	})
+}
+
+func TestMigrationsNumbered(t *testing.T) {
+	t.Parallel()
+	if _, err := schema.Migrations(); err != nil {
+		t.Fatal(err)
+	}
+}
