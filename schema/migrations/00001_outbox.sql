@@ -39,6 +39,7 @@ CREATE TABLE outbox (
     -- Relay-owned columns: refused at INSERT unless left to their defaults.
     attempts        integer NOT NULL DEFAULT 0,
     enqueued_at     timestamptz,
+    job_id          bigint,
     delivered_at    timestamptz,
     svix_message_id text,
     failed_at       timestamptz,
@@ -51,6 +52,7 @@ CREATE TABLE outbox (
 
 COMMENT ON COLUMN outbox.attempts IS 'Failed Svix calls for this row since it was written or last replayed.';
 COMMENT ON COLUMN outbox.enqueued_at IS 'When the relay last handed the row to its job queue; NULL means pending.';
+COMMENT ON COLUMN outbox.job_id IS 'The River job (river_job.id) that delivers the row.';
 COMMENT ON COLUMN outbox.delivered_at IS 'When Svix accepted the message.';
 COMMENT ON COLUMN outbox.svix_message_id IS 'The msg_ id Svix assigned.';
 COMMENT ON COLUMN outbox.failed_at IS 'When the row was given up on (a permanent Svix refusal or its max age); cleared by outbox_replay.';
@@ -147,9 +149,10 @@ BEGIN
                     CASE WHEN NEW.attempts <> 0 THEN 'attempts' ELSE 'resends' END
                 USING ERRCODE = 'check_violation', TABLE = 'outbox', CONSTRAINT = 'relay_owned';
         END IF;
-        IF num_nonnulls(NEW.enqueued_at, NEW.delivered_at, NEW.svix_message_id, NEW.failed_at, NEW.last_error, NEW.replayed_at) > 0 THEN
+        IF num_nonnulls(NEW.enqueued_at, NEW.job_id, NEW.delivered_at, NEW.svix_message_id, NEW.failed_at, NEW.last_error, NEW.replayed_at) > 0 THEN
             RAISE EXCEPTION 'outbox.% is set by the relay and must be null at INSERT',
                     CASE WHEN NEW.enqueued_at IS NOT NULL THEN 'enqueued_at'
+                         WHEN NEW.job_id IS NOT NULL THEN 'job_id'
                          WHEN NEW.delivered_at IS NOT NULL THEN 'delivered_at'
                          WHEN NEW.svix_message_id IS NOT NULL THEN 'svix_message_id'
                          WHEN NEW.failed_at IS NOT NULL THEN 'failed_at'

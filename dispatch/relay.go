@@ -1,0 +1,335 @@
+package dispatch
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/exp/zapslog"
+	"golang.org/x/time/rate"
+)
+
+// Config configures a Relay. Zero values take the documented defaults.
+type Config struct {
+	// Concurrency is the number of Svix sends in flight (River workers).
+	// Default 100.
+	Concurrency int
+	// RateLimit caps sends to Svix, in messages per second, so a backlog
+	// drains at the cap instead of in 429 storms. 0 means no cap. Default 0.
+	RateLimit float64
+	// JobTimeout bounds one delivery attempt: the rate-limit wait, the Svix
+	// call and recording its outcome. Default 30s.
+	JobTimeout time.Duration
+	// RescueAfter is how long a job may stay running before River's leader
+	// takes it back (after a relay was killed mid-send). It must exceed
+	// JobTimeout. Default JobTimeout + 15s, which with River's 30 s rescue
+	// interval brings a killed relay's rows back within about 90 s.
+	RescueAfter time.Duration
+	// ShutdownTimeout bounds a graceful stop: claiming stops at once, sends
+	// in flight get this long to finish before they are cut off (and left
+	// for the next relay, not counted as attempts). Default 25s.
+	ShutdownTimeout time.Duration
+	// MaxAge is how long a row is retried after transient failures (5xx,
+	// timeouts, network errors) before it is marked failed. A rejected token
+	// never fails rows. Default 72h.
+	MaxAge time.Duration
+	// BackoffMin and BackoffMax bound the delay between attempts of one row:
+	// a capped exponential with jitter. BackoffMax also bounds how long rows
+	// wait after a Svix outage ends. Defaults 1s and 60s.
+	BackoffMin, BackoffMax time.Duration
+	// PollInterval is how often the outbox is checked for rows without a
+	// notification: the fallback for missed notifications, and the pickup
+	// delay in PollOnly mode. Default 1s (250ms with PollOnly).
+	PollInterval time.Duration
+	// PollOnly disables LISTEN/NOTIFY, for PgBouncer in transaction pooling
+	// mode. Default false.
+	PollOnly bool
+	// ClaimBatch is the most rows claimed per transaction. Default 500.
+	ClaimBatch int
+	// StaleAfter is how long a row may stay handed to the job queue without
+	// a live job (its job was deleted by hand, say) before it is handed over
+	// again. Default 5m.
+	StaleAfter time.Duration
+	// SampleInterval is how often the row gauges are read. Default 10s.
+	SampleInterval time.Duration
+	// Queue is the River queue the relay uses. Default "outbox".
+	Queue string
+	// JobRetention is how long River keeps finished jobs. Default 1h.
+	JobRetention time.Duration
+	// Logger receives the relay's logs and River's. Default: no logs.
+	Logger *zap.Logger
+	// Metrics receives the relay's metrics. Default: unregistered metrics.
+	Metrics *Metrics
+}
+
+// WithDefaults returns c with zero values replaced by defaults.
+func (c Config) WithDefaults() Config {
+	c.Concurrency = cmp.Or(c.Concurrency, 100)
+	c.JobTimeout = cmp.Or(c.JobTimeout, 30*time.Second)
+	c.RescueAfter = cmp.Or(c.RescueAfter, c.JobTimeout+15*time.Second)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 25*time.Second)
+	c.MaxAge = cmp.Or(c.MaxAge, 72*time.Hour)
+	c.BackoffMin = cmp.Or(c.BackoffMin, time.Second)
+	c.BackoffMax = cmp.Or(c.BackoffMax, time.Minute)
+	if c.PollOnly {
+		c.PollInterval = cmp.Or(c.PollInterval, 250*time.Millisecond)
+	}
+	c.PollInterval = cmp.Or(c.PollInterval, time.Second)
+	c.ClaimBatch = cmp.Or(c.ClaimBatch, 500)
+	c.StaleAfter = cmp.Or(c.StaleAfter, 5*time.Minute)
+	c.SampleInterval = cmp.Or(c.SampleInterval, 10*time.Second)
+	c.Queue = cmp.Or(c.Queue, "outbox")
+	c.JobRetention = cmp.Or(c.JobRetention, time.Hour)
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics(nil)
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Concurrency < 1 || c.Concurrency > 10000:
+		return fmt.Errorf("concurrency must be 1 to 10000, got %d", c.Concurrency)
+	case c.RateLimit < 0:
+		return fmt.Errorf("rate limit must not be negative, got %g", c.RateLimit)
+	case c.RescueAfter <= c.JobTimeout:
+		return fmt.Errorf("rescue-after (%s) must exceed the job timeout (%s)", c.RescueAfter, c.JobTimeout)
+	case c.BackoffMin > c.BackoffMax:
+		return fmt.Errorf("backoff min (%s) must not exceed backoff max (%s)", c.BackoffMin, c.BackoffMax)
+	case c.ClaimBatch < 1:
+		return fmt.Errorf("claim batch must be at least 1, got %d", c.ClaimBatch)
+	}
+	return nil
+}
+
+// Relay drains the outbox into a Sender. Build it with New, run it with
+// Run; several relays may run against one database.
+type Relay struct {
+	cfg      Config
+	pool     *pgxpool.Pool
+	sender   Sender
+	client   *river.Client[pgx.Tx]
+	recorder *recorder
+	feeder   *feeder
+	limiter  *rate.Limiter
+	ordering orderGate
+	log      *zap.Logger
+	metrics  *Metrics
+
+	stopping     atomic.Bool
+	running      atomic.Bool
+	authRejectedAt atomic.Int64 // unix nanos of the last 401/403; 0 when the token works
+	pauseUntil   atomic.Int64 // unix nanos before which no send is made (a 429's Retry-After)
+}
+
+// orderGate holds a row back while an earlier row of its ordering key is
+// undelivered.
+type orderGate interface {
+	wait(ctx context.Context, a DeliverArgs) (time.Duration, error)
+}
+
+// New builds a relay on pool, sending with sender.
+func New(pool *pgxpool.Pool, sender Sender, cfg Config) (*Relay, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("relay config: %w", err)
+	}
+	r := &Relay{
+		cfg:      cfg,
+		pool:     pool,
+		sender:   sender,
+		recorder: newRecorder(pool, 1000),
+		log:      cfg.Logger.Named("dispatch"),
+		metrics:  cfg.Metrics,
+	}
+	if cfg.RateLimit > 0 {
+		r.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), 1)
+	}
+
+	workers := river.NewWorkers()
+	if err := river.AddWorkerSafely(workers, &deliverWorker{relay: r}); err != nil {
+		return nil, fmt.Errorf("register delivery worker: %w", err)
+	}
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Logger:                      slog.New(zapslog.NewHandler(cfg.Logger.Core(), zapslog.WithName("river"))),
+		Queues:                      map[string]river.QueueConfig{cfg.Queue: {MaxWorkers: cfg.Concurrency}},
+		Workers:                     workers,
+		FetchCooldown:               5 * time.Millisecond,
+		FetchPollInterval:           cmp.Or(min(cfg.PollInterval, time.Second), time.Second),
+		PollOnly:                    cfg.PollOnly,
+		JobTimeout:                  cfg.JobTimeout,
+		RescueStuckJobsAfter:        cfg.RescueAfter,
+		MaxAttempts:                 1000, // retries are snoozes; attempts here only count crashes and database errors
+		CompletedJobRetentionPeriod: cfg.JobRetention,
+		CancelledJobRetentionPeriod: 7 * 24 * time.Hour,
+		DiscardedJobRetentionPeriod: 7 * 24 * time.Hour,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create river client: %w", err)
+	}
+	r.client = client
+	r.feeder = &feeder{relay: r}
+	return r, nil
+}
+
+// River returns the relay's River client (for River UI).
+func (r *Relay) River() *river.Client[pgx.Tx] { return r.client }
+
+// Run delivers until ctx is done, then stops gracefully: it stops claiming
+// rows, lets sends in flight finish within ShutdownTimeout, cuts off the
+// rest (their rows stay pending for the next relay) and returns nil.
+func (r *Relay) Run(ctx context.Context) error {
+	recCtx, stopRecorder := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { r.recorder.run(recCtx) })
+	defer func() {
+		stopRecorder()
+		wg.Wait()
+	}()
+
+	// River's context outlives ctx: stopping it is done explicitly below.
+	if err := r.client.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("start river client: %w", err)
+	}
+	r.running.Store(true)
+	r.log.Info("relay started", zap.Int("concurrency", r.cfg.Concurrency), zap.Float64("rate_limit", r.cfg.RateLimit),
+		zap.Bool("poll_only", r.cfg.PollOnly))
+
+	feedCtx, stopFeeding := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	loops.Go(func() { r.feeder.run(feedCtx) })
+	loops.Go(func() { r.sampleLoop(feedCtx) })
+	loops.Go(func() { r.authLoop(feedCtx) })
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case <-r.client.Stopped():
+		runErr = errors.New("river client stopped unexpectedly")
+	}
+
+	r.log.Info("stopping: no new claims; waiting for sends in flight", zap.Duration("shutdown_timeout", r.cfg.ShutdownTimeout))
+	stopFeeding()
+	loops.Wait()
+	r.stopping.Store(true)
+	r.running.Store(false)
+
+	// Leave a few seconds of the budget for cutting off and bookkeeping.
+	hard := min(5*time.Second, r.cfg.ShutdownTimeout/5)
+	softCtx, cancelSoft := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ShutdownTimeout-hard)
+	defer cancelSoft()
+	if err := r.client.Stop(softCtx); err != nil {
+		r.log.Warn("sends still in flight at the shutdown timeout; cutting them off")
+		hardCtx, cancelHard := context.WithTimeout(context.WithoutCancel(ctx), hard)
+		defer cancelHard()
+		if err := r.client.StopAndCancel(hardCtx); err != nil {
+			return errors.Join(runErr, fmt.Errorf("stop river client: %w", err))
+		}
+	}
+	r.log.Info("relay stopped")
+	return runErr
+}
+
+// Ready reports whether the relay can deliver: the database answers, the
+// River client runs and Svix has not rejected the token since it last
+// accepted it. A Svix outage is not a readiness fault: it is retried.
+func (r *Relay) Ready(ctx context.Context) error {
+	if err := r.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	if !r.running.Load() {
+		return errors.New("river client is not running")
+	}
+	if r.authRejectedAt.Load() != 0 {
+		return errors.New("svix rejects the auth token")
+	}
+	return nil
+}
+
+func (r *Relay) authAccepted() { r.authRejectedAt.Store(0) }
+func (r *Relay) authRejected() { r.authRejectedAt.Store(time.Now().UnixNano()) }
+
+// pause holds every send of this relay for d (a 429's Retry-After).
+func (r *Relay) pause(d time.Duration) {
+	until := time.Now().Add(d).UnixNano()
+	for {
+		cur := r.pauseUntil.Load()
+		if cur >= until || r.pauseUntil.CompareAndSwap(cur, until) {
+			return
+		}
+	}
+}
+
+func (r *Relay) pausedFor() time.Duration {
+	return time.Until(time.Unix(0, r.pauseUntil.Load()))
+}
+
+// waitForRate waits for the rate cap's next slot, giving the slot back when
+// the wait would outlast ctx.
+func (r *Relay) waitForRate(ctx context.Context) error {
+	res := r.limiter.Reserve()
+	delay := res.Delay()
+	if delay == 0 {
+		return nil
+	}
+	r.metrics.rateLimitWaits.Inc()
+	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < delay+5*time.Second {
+		res.Cancel()
+		return errors.New("rate cap wait would outlast the attempt")
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		res.Cancel()
+		return ctx.Err()
+	}
+}
+
+// authLoop checks the token at start, and again while it is rejected, so
+// readiness reflects a bad token before any row fails and recovers after a
+// rotation without waiting for a row's retry.
+func (r *Relay) authLoop(ctx context.Context) {
+	check := func() {
+		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		var authErr *AuthError
+		switch err := r.sender.CheckAuth(ctx); {
+		case err == nil:
+			r.authAccepted()
+		case errors.As(err, &authErr):
+			r.authRejected()
+			r.log.Error("svix rejected the relay's token: check SVIX_AUTH_TOKEN", zap.Error(err))
+		case ctx.Err() == nil:
+			r.log.Warn("could not check the svix token (svix unreachable?)", zap.Error(err))
+		}
+	}
+	check()
+	t := time.NewTicker(15 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if r.authRejectedAt.Load() != 0 {
+				check()
+			}
+		}
+	}
+}
