@@ -129,10 +129,10 @@ type Relay struct {
 	log      *zap.Logger
 	metrics  *Metrics
 
-	stopping     atomic.Bool
-	running      atomic.Bool
+	stopping       atomic.Bool
+	running        atomic.Bool
 	authRejectedAt atomic.Int64 // unix nanos of the last 401/403; 0 when the token works
-	pauseUntil   atomic.Int64 // unix nanos before which no send is made (a 429's Retry-After)
+	pauseUntil     atomic.Int64 // unix nanos before which no send is made (a 429's Retry-After)
 }
 
 // orderGate holds a row back while an earlier row of its ordering key is

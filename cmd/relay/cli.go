@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/alecthomas/kong"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/mediaplatform/relay/internal/logging"
+)
+
+// CLI is the relay's command line. Every setting is a flag and an
+// environment variable.
+type CLI struct {
+	Globals
+
+	Migrate MigrateCmd `cmd:"" help:"Apply the outbox and River migrations (needs only DATABASE_URL)."`
+	Run     RunCmd     `cmd:"" help:"Deliver outbox rows to Svix until SIGTERM or SIGINT."`
+	Version VersionCmd `cmd:"" help:"Print the version."`
+}
+
+// Globals are settings every command shares.
+type Globals struct {
+	DatabaseURL string `name:"database-url" env:"DATABASE_URL" placeholder:"URL" help:"PostgreSQL connection URL; set search_path in it (?search_path=relay) to keep the relay out of public."`
+	LogFormat   string `name:"log-format" env:"RELAY_LOG_FORMAT" default:"json" enum:"json,console" help:"Log format: json or console."`
+	LogLevel    string `name:"log-level" env:"RELAY_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error."`
+}
+
+// usageError is a missing or invalid setting: exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{msg: fmt.Sprintf(format, args...)} }
+
+// exitCode ends the process with a code after the command printed its
+// own message.
+type exitCode int
+
+func (e exitCode) Error() string { return "exit " + strconv.Itoa(int(e)) }
+
+func parse(args []string) (*CLI, *kong.Context, error) {
+	var cli CLI
+	parser, err := kong.New(&cli,
+		kong.Name("relay"),
+		kong.Description("relay turns committed outbox rows into Svix messages, exactly once per row.\n\n"+
+			"Every flag can also be set with the environment variable shown beside it. "+
+			"Secrets are read from the environment and never printed."),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Exit(func(code int) { panic(exitCode(code)) }),
+		kong.BindTo(context.Background(), (*context.Context)(nil)),
+	)
+	if err != nil {
+		return nil, nil, err
+	}
+	kctx, err := parseRecovering(parser, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &cli, kctx, nil
+}
+
+// parseRecovering turns kong's exit after --help into an exitCode error.
+func parseRecovering(parser *kong.Kong, args []string) (kctx *kong.Context, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			code, ok := r.(exitCode)
+			if !ok {
+				panic(r)
+			}
+			err = code
+		}
+	}()
+	return parser.Parse(args)
+}
+
+func (g *Globals) logger() (*zap.Logger, error) {
+	log, err := logging.New(g.LogFormat, g.LogLevel)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return log, nil
+}
+
+// pool opens the database named by DATABASE_URL (maxConns 0: pgx's default).
+func (g *Globals) pool(ctx context.Context, maxConns int32) (*pgxpool.Pool, error) {
+	if g.DatabaseURL == "" {
+		return nil, usagef("DATABASE_URL (--database-url) is required: a PostgreSQL URL such as postgres://user@localhost:5432/db")
+	}
+	cfg, err := pgxpool.ParseConfig(g.DatabaseURL)
+	if err != nil {
+		return nil, usagef("DATABASE_URL (--database-url) is not a valid PostgreSQL URL: %v", redactErr(err))
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	return pool, nil
+}
+
+// redactErr drops pgx's echo of the URL, which may hold a password.
+func redactErr(err error) string {
+	s := err.Error()
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// VersionCmd prints the version.
+type VersionCmd struct{}
+
+// Run prints the module version recorded by the Go toolchain.
+func (VersionCmd) Run() error {
+	fmt.Fprintln(os.Stdout, "relay", version())
+	return nil
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+
+	"github.com/mediaplatform/relay/dispatch"
+	"github.com/mediaplatform/relay/internal/server"
+)
+
+// RunCmd runs the relay.
+type RunCmd struct {
+	SvixAuthToken string `name:"svix-auth-token" env:"SVIX_AUTH_TOKEN" placeholder:"TOKEN" help:"Svix API token (required; read it from the environment, it is never printed)."`
+	SvixServerURL string `name:"svix-server-url" env:"SVIX_SERVER_URL" placeholder:"URL" help:"Svix API base URL for self-hosted Svix or a local dev server (relay demo serves one); default: Svix's hosted API for the token's region."`
+
+	Concurrency     int           `name:"concurrency" env:"RELAY_CONCURRENCY" default:"100" help:"Svix sends in flight."`
+	RateLimit       float64       `name:"rate-limit" env:"RELAY_RATE_LIMIT" default:"0" help:"Cap on sends to Svix, messages/s; 0 for none (Svix plans allow 200 or 800)."`
+	SvixTimeout     time.Duration `name:"svix-timeout" env:"RELAY_SVIX_TIMEOUT" default:"15s" help:"Timeout of one Svix request."`
+	JobTimeout      time.Duration `name:"job-timeout" env:"RELAY_JOB_TIMEOUT" default:"30s" help:"Timeout of one delivery attempt (rate wait, Svix call, bookkeeping)."`
+	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"RELAY_SHUTDOWN_TIMEOUT" default:"25s" help:"On SIGTERM, how long sends in flight may finish before they are cut off."`
+	MaxAge          time.Duration `name:"max-age" env:"RELAY_MAX_AGE" default:"72h" help:"Rows failing transiently are retried until this old, then marked failed."`
+	BackoffMin      time.Duration `name:"backoff-min" env:"RELAY_BACKOFF_MIN" default:"1s" help:"First retry delay of a row (capped exponential with jitter)."`
+	BackoffMax      time.Duration `name:"backoff-max" env:"RELAY_BACKOFF_MAX" default:"60s" help:"Longest retry delay; also bounds recovery after a Svix outage."`
+	PollInterval    time.Duration `name:"poll-interval" env:"RELAY_POLL_INTERVAL" default:"1s" help:"How often to look for rows without a notification."`
+	PollOnly        bool          `name:"poll-only" env:"RELAY_POLL_ONLY" help:"Do not LISTEN (for PgBouncer transaction pooling); poll every --poll-interval."`
+	ClaimBatch      int           `name:"claim-batch" env:"RELAY_CLAIM_BATCH" default:"500" help:"Most rows claimed per transaction."`
+	DBMaxConns      int32         `name:"db-max-conns" env:"RELAY_DB_MAX_CONNS" default:"20" help:"Database connections in the pool."`
+	HTTPAddr        string        `name:"http-addr" env:"RELAY_HTTP_ADDR" default:"127.0.0.1:8080" help:"Address of /healthz, /readyz and /metrics; empty to disable."`
+}
+
+// Validate checks settings before anything starts (exit code 2).
+func (c *RunCmd) Validate() error {
+	switch {
+	case c.SvixAuthToken == "":
+		return usagef("SVIX_AUTH_TOKEN (--svix-auth-token) is required: the Svix API token")
+	case c.Concurrency < 1 || c.Concurrency > 10000:
+		return usagef("RELAY_CONCURRENCY (--concurrency) must be 1 to 10000, got %d", c.Concurrency)
+	case c.RateLimit < 0:
+		return usagef("RELAY_RATE_LIMIT (--rate-limit) must be 0 or more messages/s, got %g", c.RateLimit)
+	case c.SvixTimeout <= 0:
+		return usagef("RELAY_SVIX_TIMEOUT (--svix-timeout) must be positive, got %s", c.SvixTimeout)
+	case c.JobTimeout <= c.SvixTimeout:
+		return usagef("RELAY_JOB_TIMEOUT (--job-timeout, %s) must exceed RELAY_SVIX_TIMEOUT (%s)", c.JobTimeout, c.SvixTimeout)
+	case c.ShutdownTimeout <= 0:
+		return usagef("RELAY_SHUTDOWN_TIMEOUT (--shutdown-timeout) must be positive, got %s", c.ShutdownTimeout)
+	case c.MaxAge <= 0:
+		return usagef("RELAY_MAX_AGE (--max-age) must be positive, got %s", c.MaxAge)
+	case c.BackoffMin <= 0 || c.BackoffMax < c.BackoffMin:
+		return usagef("RELAY_BACKOFF_MIN (%s) must be positive and at most RELAY_BACKOFF_MAX (%s)", c.BackoffMin, c.BackoffMax)
+	case c.PollInterval <= 0:
+		return usagef("RELAY_POLL_INTERVAL (--poll-interval) must be positive, got %s", c.PollInterval)
+	case c.ClaimBatch < 1 || c.ClaimBatch > 10000:
+		return usagef("RELAY_CLAIM_BATCH (--claim-batch) must be 1 to 10000, got %d", c.ClaimBatch)
+	case c.DBMaxConns < 4:
+		return usagef("RELAY_DB_MAX_CONNS (--db-max-conns) must be at least 4, got %d", c.DBMaxConns)
+	}
+	return nil
+}
+
+// Run delivers until the context ends (SIGTERM or SIGINT).
+func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	defer log.Sync() //nolint:errcheck // stderr
+
+	pool, err := g.pool(ctx, c.DBMaxConns)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	sender, err := dispatch.NewSvixSender(dispatch.SvixConfig{
+		Token: c.SvixAuthToken, ServerURL: c.SvixServerURL, Timeout: c.SvixTimeout, MaxConns: c.Concurrency,
+	})
+	if err != nil {
+		return usagef("SVIX_SERVER_URL (--svix-server-url): %v", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	relay, err := dispatch.New(pool, sender, dispatch.Config{
+		Concurrency:     c.Concurrency,
+		RateLimit:       c.RateLimit,
+		JobTimeout:      c.JobTimeout,
+		ShutdownTimeout: c.ShutdownTimeout,
+		MaxAge:          c.MaxAge,
+		BackoffMin:      c.BackoffMin,
+		BackoffMax:      c.BackoffMax,
+		PollInterval:    c.PollInterval,
+		PollOnly:        c.PollOnly,
+		ClaimBatch:      c.ClaimBatch,
+		Logger:          log,
+		Metrics:         dispatch.NewMetrics(reg),
+	})
+	if err != nil {
+		return usagef("%v", err)
+	}
+
+	if c.HTTPAddr != "" {
+		srv, err := server.Start(server.Config{Addr: c.HTTPAddr, Ready: relay.Ready, Gatherer: reg, Logger: log})
+		if err != nil {
+			return usagef("RELAY_HTTP_ADDR (--http-addr): %v", err)
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+		}()
+	}
+
+	if err := relay.Run(ctx); err != nil {
+		log.Error("relay stopped with an error", zap.Error(err))
+		return fmt.Errorf("run: %w", err)
+	}
+	return nil
+}
