@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgxlisten"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"go.uber.org/zap"
 )
 
@@ -33,6 +34,8 @@ const setJobIDsSQL = `
 UPDATE outbox AS o SET job_id = u.job_id
   FROM unnest($1::bigint[], $2::bigint[]) AS u (id, job_id)
  WHERE o.id = u.id`
+
+const unclaimSQL = `UPDATE outbox SET enqueued_at = NULL WHERE id = ANY($1::bigint[])`
 
 // staleSQL hands back rows whose job is gone (deleted by hand, or lost
 // some other way): enqueued long ago, neither delivered nor failed, and no
@@ -189,26 +192,40 @@ func (f *feeder) claim(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("insert delivery jobs: %w", err)
 	}
-	ids := make([]int64, len(results))
-	jobIDs := make([]int64, len(results))
+	ids := make([]int64, 0, len(results))
+	jobIDs := make([]int64, 0, len(results))
+	var deferred []int64
 	for i, res := range results {
-		ids[i] = params[i].Args.(DeliverArgs).OutboxID
-		jobIDs[i] = res.Job.ID
+		id := params[i].Args.(DeliverArgs).OutboxID
 		if res.UniqueSkippedAsDuplicate {
-			// The row already has a live job (it was replayed while
-			// waiting for a retry): run that job now instead.
+			if res.Job.State == rivertype.JobStateRunning {
+				// Its job is finishing (River records outcomes a moment
+				// after they happen): leave the row pending and look again
+				// at the next poll, when that job has ended.
+				deferred = append(deferred, id)
+				continue
+			}
+			// The row already has a job waiting (it was replayed during a
+			// retry backoff): run that job now.
 			if _, err := r.client.JobRetryTx(ctx, tx, res.Job.ID); err != nil {
-				return 0, fmt.Errorf("retry job %d of outbox row %d: %w", res.Job.ID, ids[i], err)
+				return 0, fmt.Errorf("retry job %d of outbox row %d: %w", res.Job.ID, id, err)
 			}
 		}
+		ids = append(ids, id)
+		jobIDs = append(jobIDs, res.Job.ID)
 	}
 	if _, err := tx.Exec(ctx, setJobIDsSQL, ids, jobIDs); err != nil {
 		return 0, fmt.Errorf("record job ids: %w", err)
 	}
+	if len(deferred) > 0 {
+		if _, err := tx.Exec(ctx, unclaimSQL, deferred); err != nil {
+			return 0, fmt.Errorf("leave rows with a running job pending: %w", err)
+		}
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("commit claim: %w", err)
 	}
-	return len(params), nil
+	return len(ids), nil
 }
 
 // sweep hands rows whose job vanished back to the feeder.

@@ -11,8 +11,8 @@ import (
 // content, copied at claim time, so a delivery needs no read of the row.
 type DeliverArgs struct {
 	OutboxID  int64           `json:"outbox_id" river:"unique"`
-	CreatedUS int64           `json:"created_us"` // created_at in Unix microseconds, part of the key
-	Resends   int             `json:"resends,omitempty"`
+	CreatedUS int64           `json:"created_us"`                       // created_at in Unix microseconds, part of the key
+	Resends   int             `json:"resends,omitempty" river:"unique"` // a forced resend is a new job
 	AppID     string          `json:"app_id"`
 	EventType string          `json:"event_type"`
 	Data      json.RawMessage `json:"data"`

@@ -22,6 +22,7 @@ type RunCmd struct {
 	RateLimit       float64       `name:"rate-limit" env:"RELAY_RATE_LIMIT" default:"0" help:"Cap on sends to Svix, messages/s; 0 for none (Svix plans allow 200 or 800)."`
 	SvixTimeout     time.Duration `name:"svix-timeout" env:"RELAY_SVIX_TIMEOUT" default:"15s" help:"Timeout of one Svix request."`
 	JobTimeout      time.Duration `name:"job-timeout" env:"RELAY_JOB_TIMEOUT" default:"30s" help:"Timeout of one delivery attempt (rate wait, Svix call, bookkeeping)."`
+	RescueAfter     time.Duration `name:"rescue-after" env:"RELAY_RESCUE_AFTER" default:"45s" help:"A job running this long is taken back by River's leader (after a relay was killed); must exceed --job-timeout."`
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"RELAY_SHUTDOWN_TIMEOUT" default:"25s" help:"On SIGTERM, how long sends in flight may finish before they are cut off."`
 	MaxAge          time.Duration `name:"max-age" env:"RELAY_MAX_AGE" default:"72h" help:"Rows failing transiently are retried until this old, then marked failed."`
 	BackoffMin      time.Duration `name:"backoff-min" env:"RELAY_BACKOFF_MIN" default:"1s" help:"First retry delay of a row (capped exponential with jitter)."`
@@ -46,6 +47,8 @@ func (c *RunCmd) Validate() error {
 		return usagef("RELAY_SVIX_TIMEOUT (--svix-timeout) must be positive, got %s", c.SvixTimeout)
 	case c.JobTimeout <= c.SvixTimeout:
 		return usagef("RELAY_JOB_TIMEOUT (--job-timeout, %s) must exceed RELAY_SVIX_TIMEOUT (%s)", c.JobTimeout, c.SvixTimeout)
+	case c.RescueAfter <= c.JobTimeout:
+		return usagef("RELAY_RESCUE_AFTER (--rescue-after, %s) must exceed RELAY_JOB_TIMEOUT (%s)", c.RescueAfter, c.JobTimeout)
 	case c.ShutdownTimeout <= 0:
 		return usagef("RELAY_SHUTDOWN_TIMEOUT (--shutdown-timeout) must be positive, got %s", c.ShutdownTimeout)
 	case c.MaxAge <= 0:
@@ -89,6 +92,7 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 		Concurrency:     c.Concurrency,
 		RateLimit:       c.RateLimit,
 		JobTimeout:      c.JobTimeout,
+		RescueAfter:     c.RescueAfter,
 		ShutdownTimeout: c.ShutdownTimeout,
 		MaxAge:          c.MaxAge,
 		BackoffMin:      c.BackoffMin,
