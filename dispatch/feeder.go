@@ -28,7 +28,8 @@ WITH claimed AS (
 UPDATE outbox AS o SET enqueued_at = clock_timestamp()
   FROM claimed
  WHERE o.id = claimed.id
-RETURNING o.id, o.created_at, o.resends, o.app_id, o.event_type, o.data`
+RETURNING o.id, o.created_at, o.resends, o.app_id, o.event_type, o.data,
+          coalesce(o.order_seq, 0), o.data ->> 'asset_id', o.data ->> 'entity_id'`
 
 const setJobIDsSQL = `
 UPDATE outbox AS o SET job_id = u.job_id
@@ -174,7 +175,8 @@ func (f *feeder) claim(ctx context.Context) (int, error) {
 	var params []river.InsertManyParams
 	var a DeliverArgs
 	var created time.Time
-	_, err = pgx.ForEachRow(rows, []any{&a.OutboxID, &created, &a.Resends, &a.AppID, &a.EventType, &a.Data}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&a.OutboxID, &created, &a.Resends, &a.AppID, &a.EventType, &a.Data,
+		&a.OrderSeq, &a.AssetID, &a.EntityID}, func() error {
 		a.CreatedUS = created.UnixMicro()
 		args := a
 		args.Data = append([]byte(nil), a.Data...)

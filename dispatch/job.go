@@ -16,6 +16,11 @@ type DeliverArgs struct {
 	AppID     string          `json:"app_id"`
 	EventType string          `json:"event_type"`
 	Data      json.RawMessage `json:"data"`
+
+	// Ordering: the row's place among the rows of its asset, and the keys.
+	OrderSeq int64  `json:"order_seq,omitempty"`
+	AssetID  string `json:"asset_id,omitempty"`
+	EntityID string `json:"entity_id,omitempty"`
 }
 
 // DeliverKind is the River job kind of DeliverArgs.

@@ -11,14 +11,15 @@ import (
 // Metrics are the relay's Prometheus metrics. The gauges are sampled from
 // the database on an interval (see Config.SampleInterval), never per scrape.
 type Metrics struct {
-	deliveries     *prometheus.CounterVec
-	requestSecs    *prometheus.HistogramVec
-	lagSecs        prometheus.Histogram
-	rateLimitWaits prometheus.Counter
-	pending        prometheus.Gauge
-	inFlight       prometheus.Gauge
-	failed         prometheus.Gauge
-	oldestSecs     prometheus.Gauge
+	deliveries      *prometheus.CounterVec
+	requestSecs     *prometheus.HistogramVec
+	lagSecs         prometheus.Histogram
+	rateLimitWaits  prometheus.Counter
+	orderingSkipped prometheus.Counter
+	pending         prometheus.Gauge
+	inFlight        prometheus.Gauge
+	failed          prometheus.Gauge
+	oldestSecs      prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them with reg (a private
@@ -46,6 +47,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "relay_rate_limit_waits_total",
 			Help: "Sends postponed by the client-side rate cap or by a Svix 429.",
 		}),
+		orderingSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_ordering_skipped_total",
+			Help: "Rows that failed and were skipped in their key's order, so later rows of the key went on without them.",
+		}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "relay_rows_pending",
 			Help: "Outbox rows not yet handed to the job queue (sampled).",
@@ -63,7 +68,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Age of the oldest outbox row neither delivered nor failed; 0 when there is none (sampled).",
 		}),
 	}
-	reg.MustRegister(m.deliveries, m.requestSecs, m.lagSecs, m.rateLimitWaits, m.pending, m.inFlight, m.failed, m.oldestSecs)
+	reg.MustRegister(m.deliveries, m.requestSecs, m.lagSecs, m.rateLimitWaits, m.orderingSkipped, m.pending, m.inFlight, m.failed, m.oldestSecs)
 	return m
 }
 

@@ -62,6 +62,13 @@ type Config struct {
 	StaleAfter time.Duration
 	// SampleInterval is how often the row gauges are read. Default 10s.
 	SampleInterval time.Duration
+	// Ordering says which rows reach Svix in commit order: OrderByAsset
+	// (the default), OrderByEntity or OrderOff. A row waits while an earlier
+	// row of its key is neither delivered nor failed.
+	Ordering string
+	// BlockOnFailure makes a failed row hold back the later rows of its key
+	// until it is replayed (by default they go on without it).
+	BlockOnFailure bool
 	// Queue is the River queue the relay uses. Default "outbox".
 	Queue string
 	// JobRetention is how long River keeps finished jobs. Default 1h.
@@ -89,6 +96,7 @@ func (c Config) WithDefaults() Config {
 	c.StaleAfter = cmp.Or(c.StaleAfter, 5*time.Minute)
 	c.SampleInterval = cmp.Or(c.SampleInterval, 10*time.Second)
 	c.Queue = cmp.Or(c.Queue, "outbox")
+	c.Ordering = cmp.Or(c.Ordering, OrderByAsset)
 	c.JobRetention = cmp.Or(c.JobRetention, time.Hour)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -109,6 +117,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("rescue-after (%s) must exceed the job timeout (%s)", c.RescueAfter, c.JobTimeout)
 	case c.BackoffMin > c.BackoffMax:
 		return fmt.Errorf("backoff min (%s) must not exceed backoff max (%s)", c.BackoffMin, c.BackoffMax)
+	case c.Ordering != OrderByAsset && c.Ordering != OrderByEntity && c.Ordering != OrderOff:
+		return fmt.Errorf("ordering must be asset, entity or off, got %q", c.Ordering)
 	case c.ClaimBatch < 1:
 		return fmt.Errorf("claim batch must be at least 1, got %d", c.ClaimBatch)
 	}
@@ -125,7 +135,7 @@ type Relay struct {
 	recorder *recorder
 	feeder   *feeder
 	limiter  *rate.Limiter
-	ordering orderGate
+	ordering *orderer // nil when ordering is off
 	log      *zap.Logger
 	metrics  *Metrics
 
@@ -139,6 +149,7 @@ type Relay struct {
 // undelivered.
 type orderGate interface {
 	wait(ctx context.Context, a DeliverArgs) (time.Duration, error)
+	next(ctx context.Context, a DeliverArgs) (int64, error)
 }
 
 // New builds a relay on pool, sending with sender.
@@ -154,6 +165,10 @@ func New(pool *pgxpool.Pool, sender Sender, cfg Config) (*Relay, error) {
 		recorder: newRecorder(pool, 1000),
 		log:      cfg.Logger.Named("dispatch"),
 		metrics:  cfg.Metrics,
+	}
+	if cfg.Ordering != OrderOff {
+		r.ordering = &orderer{pool: pool, byEntity: cfg.Ordering == OrderByEntity, blockOnFailure: cfg.BlockOnFailure,
+			recheck: max(cfg.BackoffMax/4, 250*time.Millisecond)}
 	}
 	if cfg.RateLimit > 0 {
 		r.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), 1)

@@ -395,3 +395,5 @@ func mustURL(t *testing.T, raw string) *url.URL {
 	}
 	return u
 }
+
+func jsonUnmarshal(raw []byte, v any) error { return json.Unmarshal(raw, v) }

@@ -79,6 +79,7 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 			return fmt.Errorf("record delivery of outbox row %d: %w", a.OutboxID, rerr)
 		}
 		r.metrics.delivered(a.EventType, sent.Duplicate, res)
+		r.wakeNext(book, a)
 		log.Info("delivered", zap.String("svix_msg_id", sent.MessageID), zap.Bool("duplicate", sent.Duplicate),
 			zap.Int("attempt", res.attempts+1))
 		return nil
@@ -105,6 +106,7 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 			return fmt.Errorf("record failure of outbox row %d: %w", a.OutboxID, rerr)
 		}
 		r.metrics.outcome(a.EventType, "failed")
+		r.failedInOrder(book, a)
 		log.Error("svix refused the message; row failed until replayed", zap.Error(err), zap.Int("status", permanent.Status))
 		return river.JobCancel(err)
 	}
@@ -131,6 +133,7 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 	}
 	if kind == outcomeFailed {
 		r.metrics.outcome(a.EventType, "failed")
+		r.failedInOrder(book, a)
 		log.Error("row failed: transient errors past its max age", zap.Error(err), zap.Int("attempt", res.attempts))
 		return river.JobCancel(errors.New(errText))
 	}
@@ -149,4 +152,30 @@ func snoozes(job *river.Job[DeliverArgs]) int {
 	}
 	_ = json.Unmarshal(job.Metadata, &md)
 	return md.Snoozes
+}
+
+// wakeNext makes the job of the next row of a's key run now instead of at
+// its next recheck.
+func (r *Relay) wakeNext(ctx context.Context, a DeliverArgs) {
+	if r.ordering == nil {
+		return
+	}
+	jobID, err := r.ordering.next(ctx, a)
+	if err == nil && jobID != 0 {
+		_, err = r.client.JobRetry(ctx, jobID)
+	}
+	if err != nil {
+		// The next row still runs at its recheck.
+		r.log.Debug("could not wake the next row of the key", zap.Int64("outbox_id", a.OutboxID), zap.Error(err))
+	}
+}
+
+// failedInOrder lets the rest of a failed row's key go on, unless failures
+// block their key.
+func (r *Relay) failedInOrder(ctx context.Context, a DeliverArgs) {
+	if r.ordering == nil || r.ordering.blockOnFailure {
+		return
+	}
+	r.metrics.orderingSkipped.Inc()
+	r.wakeNext(ctx, a)
 }

@@ -167,7 +167,8 @@ END
 $$;
 -- +goose StatementEnd
 
-CREATE TRIGGER outbox_validate
+-- BEFORE triggers fire in name order: validation first.
+CREATE TRIGGER outbox_1_validate
     BEFORE INSERT OR UPDATE OF app_id, event_type, data ON outbox
     FOR EACH ROW EXECUTE FUNCTION outbox_validate();
 
