@@ -29,6 +29,8 @@ type RunCmd struct {
 	BackoffMax      time.Duration `name:"backoff-max" env:"RELAY_BACKOFF_MAX" default:"60s" help:"Longest retry delay; also bounds recovery after a Svix outage."`
 	PollInterval    time.Duration `name:"poll-interval" env:"RELAY_POLL_INTERVAL" default:"1s" help:"How often to look for rows without a notification."`
 	PollOnly        bool          `name:"poll-only" env:"RELAY_POLL_ONLY" help:"Do not LISTEN (for PgBouncer transaction pooling); poll every --poll-interval."`
+	Ordering        string        `name:"ordering" env:"RELAY_ORDERING" default:"asset" enum:"asset,entity,off" help:"Rows that reach Svix in commit order: asset (per app_id and data.asset_id), entity (per app_id and data.entity_id) or off."`
+	BlockOnFailure  bool          `name:"block-on-failure" env:"RELAY_BLOCK_ON_FAILURE" help:"A failed row holds back the later rows of its ordering key until it is replayed (default: they go on without it)."`
 	ClaimBatch      int           `name:"claim-batch" env:"RELAY_CLAIM_BATCH" default:"500" help:"Most rows claimed per transaction."`
 	DBMaxConns      int32         `name:"db-max-conns" env:"RELAY_DB_MAX_CONNS" default:"20" help:"Database connections in the pool."`
 	HTTPAddr        string        `name:"http-addr" env:"RELAY_HTTP_ADDR" default:"127.0.0.1:8080" help:"Address of /healthz, /readyz and /metrics; empty to disable."`
@@ -100,6 +102,8 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 		PollInterval:    c.PollInterval,
 		PollOnly:        c.PollOnly,
 		ClaimBatch:      c.ClaimBatch,
+		Ordering:        c.Ordering,
+		BlockOnFailure:  c.BlockOnFailure,
 		Logger:          log,
 		Metrics:         dispatch.NewMetrics(reg),
 	})
