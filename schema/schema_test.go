@@ -2,6 +2,7 @@ package schema_test
 
 import (
 	"context"
+	"net/url"
 	"sync"
 	"testing"
 
@@ -97,8 +98,15 @@ func TestMigrate(t *testing.T) {
 	t.Run("MissingSchemaIsAClearError", func(t *testing.T) {
 		t.Parallel()
 		s := pgtest.NewSchema(t)
-		s.URL += "_nope" // search_path names a schema that does not exist
-		_, err := schema.Migrate(context.Background(), s.Pool(t))
+		u, err := url.Parse(s.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := u.Query()
+		q.Set("search_path", s.Name+"_nope") // a schema that does not exist
+		u.RawQuery = q.Encode()
+		s.URL = u.String()
+		_, err = schema.Migrate(context.Background(), s.Pool(t))
 		if err == nil {
 			t.Fatal("migrate into a missing schema succeeded")
 		}
