@@ -38,10 +38,10 @@ const (
 	// numericMaxDscale is NUMERIC_DSCALE_MAX: at most 16383 digits after
 	// the decimal point, trailing zeros included.
 	numericMaxDscale = 0x3FFF
-	// numericMaxDigitWeight: the weight, an int16 counting base-10000
-	// digits, is at most 32767, so the leading nonzero digit stands for at
-	// most 10^131071 (131072 integer digits).
-	numericMaxDigitWeight = 4*32768 - 1
+	// numericMaxLead: the weight, an int16 counting base-10000 digits, is
+	// at most 32767, so the leading nonzero digit stands for at most
+	// 10^131071 (131072 integer digits).
+	numericMaxLead = 4*32768 - 1
 )
 
 // jsonbError is a text PostgreSQL refuses as jsonb.
@@ -83,13 +83,13 @@ type jsonbScanner struct {
 
 // scanJSONB returns the info, or an error when PostgreSQL would refuse data as jsonb input.
 func scanJSONB(data []byte) (jsonbInfo, error) {
-	// Room for a typical event's data without allocating.
-	var (
-		stack   [8]jsonbFrame
-		members [16]jsonbMember
-		keys    [256]byte
-	)
-	s := jsonbScanner{data: data, stack: stack[:0], members: members[:0], keys: keys[:0]}
+	// Sized for a typical event's data, so that they rarely grow.
+	s := jsonbScanner{
+		data:    data,
+		stack:   make([]jsonbFrame, 0, 8),
+		members: make([]jsonbMember, 0, 16),
+		keys:    make([]byte, 0, 256),
+	}
 	return s.scan()
 }
 
@@ -540,8 +540,8 @@ func (s *jsonbScanner) number() (int, error) {
 	length := 1 // "0" when the integer part is zero
 	if nonzero {
 		lead += exp
-		if lead > numericMaxDigitWeight {
-			return 0, &jsonbError{Offset: start, Reason: fmt.Sprintf("number overflows numeric format (more than %d digits before the decimal point)", numericMaxDigitWeight+1)}
+		if lead > numericMaxLead {
+			return 0, &jsonbError{Offset: start, Reason: fmt.Sprintf("number overflows numeric format (more than %d digits before the decimal point)", numericMaxLead+1)}
 		}
 		if neg {
 			length++

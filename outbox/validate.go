@@ -16,6 +16,7 @@ const (
 	MaxAppIDLength = 256   // characters
 	MaxDataBytes   = 65536 // bytes of data as jsonb text (data::text)
 	MaxDataDepth   = 32    // levels below the top of data
+	MaxIDLength    = 256   // characters of data.entity_id and data.asset_id
 )
 
 // ValidationError is a row the outbox refuses, from Validate or from the
@@ -104,8 +105,8 @@ func validateData(typ EventType, data json.RawMessage) error {
 		return invalid("data", "data_json", "must be valid JSON: %v", err)
 	}
 	for _, name := range []string{"entity_id", "asset_id"} {
-		if s, ok := jsonString(fields[name]); !ok || s == "" {
-			return invalid("data."+name, "data_"+name, "must be a non-empty string")
+		if s, ok := jsonString(fields[name]); !ok || s == "" || utf8.RuneCountInString(s) > MaxIDLength {
+			return invalid("data."+name, "data_"+name, "must be a non-empty string of at most %d characters", MaxIDLength)
 		}
 	}
 	if allowed, ok := previousStates[typ]; ok {

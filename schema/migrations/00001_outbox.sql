@@ -127,12 +127,12 @@ BEGIN
         RAISE EXCEPTION 'outbox.data must not nest values more than 32 levels deep'
             USING ERRCODE = 'check_violation', TABLE = 'outbox', COLUMN = 'data', CONSTRAINT = 'data_depth';
     END IF;
-    IF jsonb_typeof(NEW.data -> 'entity_id') IS DISTINCT FROM 'string' OR NEW.data ->> 'entity_id' = '' THEN
-        RAISE EXCEPTION 'outbox.data.entity_id must be a non-empty string'
+    IF jsonb_typeof(NEW.data -> 'entity_id') IS DISTINCT FROM 'string' OR char_length(NEW.data ->> 'entity_id') NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'outbox.data.entity_id must be a non-empty string of at most 256 characters'
             USING ERRCODE = 'check_violation', TABLE = 'outbox', COLUMN = 'data', CONSTRAINT = 'data_entity_id';
     END IF;
-    IF jsonb_typeof(NEW.data -> 'asset_id') IS DISTINCT FROM 'string' OR NEW.data ->> 'asset_id' = '' THEN
-        RAISE EXCEPTION 'outbox.data.asset_id must be a non-empty string'
+    IF jsonb_typeof(NEW.data -> 'asset_id') IS DISTINCT FROM 'string' OR char_length(NEW.data ->> 'asset_id') NOT BETWEEN 1 AND 256 THEN
+        RAISE EXCEPTION 'outbox.data.asset_id must be a non-empty string of at most 256 characters'
             USING ERRCODE = 'check_violation', TABLE = 'outbox', COLUMN = 'data', CONSTRAINT = 'data_asset_id';
     END IF;
     IF states IS NOT NULL AND (jsonb_typeof(NEW.data -> 'previous_state') IS DISTINCT FROM 'string'
