@@ -55,8 +55,6 @@ type orderer struct {
 	recheck time.Duration
 }
 
-var _ orderGate = (*orderer)(nil)
-
 func (o *orderer) entity(a DeliverArgs) string {
 	if o.byEntity {
 		return a.EntityID

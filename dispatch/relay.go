@@ -73,6 +73,15 @@ type Config struct {
 	Queue string
 	// JobRetention is how long River keeps finished jobs. Default 1h.
 	JobRetention time.Duration
+	// Retention is how long delivered rows are kept: a periodic River job
+	// (inserted by the leader only) deletes older ones in batches. Failed
+	// rows are kept until replayed or pruned by hand. River keeps cancelled
+	// and discarded jobs as long. Negative disables pruning. Default 7 days.
+	Retention time.Duration
+	// PruneInterval is how often delivered rows are pruned. Default 10m.
+	PruneInterval time.Duration
+	// PruneBatch is the most rows deleted per transaction. Default 1000.
+	PruneBatch int
 	// Logger receives the relay's logs and River's. Default: no logs.
 	Logger *zap.Logger
 	// Metrics receives the relay's metrics. Default: unregistered metrics.
@@ -98,6 +107,9 @@ func (c Config) WithDefaults() Config {
 	c.Queue = cmp.Or(c.Queue, "outbox")
 	c.Ordering = cmp.Or(c.Ordering, OrderByAsset)
 	c.JobRetention = cmp.Or(c.JobRetention, time.Hour)
+	c.Retention = cmp.Or(c.Retention, 7*24*time.Hour)
+	c.PruneInterval = cmp.Or(c.PruneInterval, 10*time.Minute)
+	c.PruneBatch = cmp.Or(c.PruneBatch, 1000)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -121,6 +133,10 @@ func (c Config) validate() error {
 		return fmt.Errorf("ordering must be asset, entity or off, got %q", c.Ordering)
 	case c.ClaimBatch < 1:
 		return fmt.Errorf("claim batch must be at least 1, got %d", c.ClaimBatch)
+	case c.PruneBatch < 1:
+		return fmt.Errorf("prune batch must be at least 1, got %d", c.PruneBatch)
+	case c.PruneInterval < 0:
+		return fmt.Errorf("prune interval must not be negative, got %s", c.PruneInterval)
 	}
 	return nil
 }
@@ -143,13 +159,6 @@ type Relay struct {
 	running        atomic.Bool
 	authRejectedAt atomic.Int64 // unix nanos of the last 401/403; 0 when the token works
 	pauseUntil     atomic.Int64 // unix nanos before which no send is made (a 429's Retry-After)
-}
-
-// orderGate holds a row back while an earlier row of its ordering key is
-// undelivered.
-type orderGate interface {
-	wait(ctx context.Context, a DeliverArgs) (time.Duration, error)
-	next(ctx context.Context, a DeliverArgs) (int64, error)
 }
 
 // New builds a relay on pool, sending with sender.
@@ -178,6 +187,9 @@ func New(pool *pgxpool.Pool, sender Sender, cfg Config) (*Relay, error) {
 	if err := river.AddWorkerSafely(workers, &deliverWorker{relay: r}); err != nil {
 		return nil, fmt.Errorf("register delivery worker: %w", err)
 	}
+	if err := river.AddWorkerSafely(workers, &pruneWorker{relay: r}); err != nil {
+		return nil, fmt.Errorf("register prune worker: %w", err)
+	}
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Logger:                      slog.New(zapslog.NewHandler(cfg.Logger.Core(), zapslog.WithName("river"))),
 		Queues:                      map[string]river.QueueConfig{cfg.Queue: {MaxWorkers: cfg.Concurrency}},
@@ -189,8 +201,9 @@ func New(pool *pgxpool.Pool, sender Sender, cfg Config) (*Relay, error) {
 		RescueStuckJobsAfter:        cfg.RescueAfter,
 		MaxAttempts:                 1000, // retries are snoozes; attempts here only count crashes and database errors
 		CompletedJobRetentionPeriod: cfg.JobRetention,
-		CancelledJobRetentionPeriod: 7 * 24 * time.Hour,
-		DiscardedJobRetentionPeriod: 7 * 24 * time.Hour,
+		CancelledJobRetentionPeriod: cfg.riverRetention(),
+		DiscardedJobRetentionPeriod: cfg.riverRetention(),
+		PeriodicJobs:                r.periodicJobs(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create river client: %w", err)
