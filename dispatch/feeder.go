@@ -14,29 +14,41 @@ import (
 	"go.uber.org/zap"
 )
 
-// claimSQL takes pending rows by state, never by "id above the last one
+// claimSQL locks pending rows by state, never by "id above the last one
 // seen": ids commit out of order, and a lower id committed late is pending
-// like any other. SKIP LOCKED lets several relays claim side by side.
+// like any other. SKIP LOCKED lets several relays claim side by side. The
+// rows are marked enqueued by setClaimedSQL once their jobs exist, in the
+// same transaction.
+//
+// The last column tells whether no earlier row of the row's ordering key
+// is undelivered (the check orderer.wait makes, with the same predicate):
+// such a row is sent without asking again, which saves a query per row in
+// the common case of a key with one row in flight. Rows only leave that
+// state (a key's earlier rows stay delivered, or failed, until an
+// operator's replay), so the answer holds until the send, as the send-time
+// check's own answer holds until the send. $2 is false when ordering is off.
 const claimSQL = `
-WITH claimed AS (
-    SELECT id FROM outbox
-     WHERE enqueued_at IS NULL AND delivered_at IS NULL AND failed_at IS NULL
-     ORDER BY id
-     LIMIT $1
-       FOR UPDATE SKIP LOCKED
-)
-UPDATE outbox AS o SET enqueued_at = clock_timestamp()
-  FROM claimed
- WHERE o.id = claimed.id
-RETURNING o.id, o.created_at, o.resends, o.app_id, o.event_type, o.data,
-          coalesce(o.order_seq, 0), o.data ->> 'asset_id', o.data ->> 'entity_id'`
+SELECT o.id, o.created_at, o.resends, o.app_id, o.event_type, o.data,
+       coalesce(o.order_seq, 0), o.data ->> 'asset_id', o.data ->> 'entity_id',
+       $2::boolean AND o.order_seq IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM outbox e
+            WHERE e.app_id = o.app_id AND (e.data ->> 'asset_id') = (o.data ->> 'asset_id')
+              AND e.order_seq < o.order_seq
+              AND e.delivered_at IS NULL
+              AND ($3::boolean OR e.failed_at IS NULL)
+              AND (NOT $4::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id'))
+  FROM outbox o
+ WHERE o.enqueued_at IS NULL AND o.delivered_at IS NULL AND o.failed_at IS NULL
+ ORDER BY o.id
+ LIMIT $1
+   FOR UPDATE OF o SKIP LOCKED`
 
-const setJobIDsSQL = `
-UPDATE outbox AS o SET job_id = u.job_id
+// setClaimedSQL marks claimed rows enqueued with their jobs: one row
+// version per claim.
+const setClaimedSQL = `
+UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = u.job_id
   FROM unnest($1::bigint[], $2::bigint[]) AS u (id, job_id)
  WHERE o.id = u.id`
-
-const unclaimSQL = `UPDATE outbox SET enqueued_at = NULL WHERE id = ANY($1::bigint[])`
 
 // staleSQL hands back rows whose job is gone (deleted by hand, or lost
 // some other way): enqueued long ago, neither delivered nor failed, and no
@@ -157,7 +169,8 @@ func (f *feeder) drain(ctx context.Context) {
 }
 
 // claim hands one batch of pending rows to River in one transaction: the
-// rows are marked enqueued if and only if their jobs exist.
+// rows are marked enqueued if and only if their jobs exist. A row whose
+// job is still running stays pending.
 func (f *feeder) claim(ctx context.Context) (int, error) {
 	r := f.relay
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -168,7 +181,11 @@ func (f *feeder) claim(ctx context.Context) (int, error) {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
 
-	rows, err := tx.Query(ctx, claimSQL, r.cfg.ClaimBatch)
+	var ordered, byEntity bool
+	if r.ordering != nil {
+		ordered, byEntity = true, r.ordering.byEntity
+	}
+	rows, err := tx.Query(ctx, claimSQL, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity)
 	if err != nil {
 		return 0, fmt.Errorf("claim outbox rows: %w", err)
 	}
@@ -176,7 +193,7 @@ func (f *feeder) claim(ctx context.Context) (int, error) {
 	var a DeliverArgs
 	var created time.Time
 	_, err = pgx.ForEachRow(rows, []any{&a.OutboxID, &created, &a.Resends, &a.AppID, &a.EventType, &a.Data,
-		&a.OrderSeq, &a.AssetID, &a.EntityID}, func() error {
+		&a.OrderSeq, &a.AssetID, &a.EntityID, &a.HeadOfKey}, func() error {
 		a.CreatedUS = created.UnixMicro()
 		args := a
 		args.Data = append([]byte(nil), a.Data...)
@@ -196,7 +213,6 @@ func (f *feeder) claim(ctx context.Context) (int, error) {
 	}
 	ids := make([]int64, 0, len(results))
 	jobIDs := make([]int64, 0, len(results))
-	var deferred []int64
 	for i, res := range results {
 		id := params[i].Args.(DeliverArgs).OutboxID
 		if res.UniqueSkippedAsDuplicate {
@@ -204,7 +220,6 @@ func (f *feeder) claim(ctx context.Context) (int, error) {
 				// Its job is finishing (River records outcomes a moment
 				// after they happen): leave the row pending and look again
 				// at the next poll, when that job has ended.
-				deferred = append(deferred, id)
 				continue
 			}
 			// The row already has a job waiting (it was replayed during a
@@ -216,13 +231,8 @@ func (f *feeder) claim(ctx context.Context) (int, error) {
 		ids = append(ids, id)
 		jobIDs = append(jobIDs, res.Job.ID)
 	}
-	if _, err := tx.Exec(ctx, setJobIDsSQL, ids, jobIDs); err != nil {
-		return 0, fmt.Errorf("record job ids: %w", err)
-	}
-	if len(deferred) > 0 {
-		if _, err := tx.Exec(ctx, unclaimSQL, deferred); err != nil {
-			return 0, fmt.Errorf("leave rows with a running job pending: %w", err)
-		}
+	if _, err := tx.Exec(ctx, setClaimedSQL, ids, jobIDs); err != nil {
+		return 0, fmt.Errorf("mark claimed rows enqueued: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("commit claim: %w", err)

@@ -21,6 +21,11 @@ type DeliverArgs struct {
 	OrderSeq int64  `json:"order_seq,omitempty"`
 	AssetID  string `json:"asset_id,omitempty"`
 	EntityID string `json:"entity_id,omitempty"`
+	// HeadOfKey is set when no earlier row of the row's ordering key was
+	// undelivered when the row was claimed: it is sent without looking
+	// again. Unset (jobs made before it existed, rows behind another),
+	// the worker checks before sending.
+	HeadOfKey bool `json:"head_of_key,omitempty"`
 }
 
 // DeliverKind is the River job kind of DeliverArgs.

@@ -87,6 +87,37 @@ func TestOrdering(t *testing.T) {
 		pendingThenReady(t, 2)
 	})
 
+	t.Run("ManyEventsOfOneAssetUnderFailures", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, setupOpts{})
+		b.fake.SetFailureRate(0.3, http.StatusServiceUnavailable)
+		b.start(t)
+		b.start(t)
+		const n = 30
+		var want []string
+		for i := range n {
+			ev := outbox.RenderCompleted("acme", fmt.Sprintf("render_%02d", i), "asset_hot")
+			b.emit(t, ev)
+			want = append(want, fmt.Sprintf("render_%02d", i))
+		}
+		b.waitDelivered(t, n)
+		var got []string
+		for _, m := range b.fake.AllMessages() {
+			var p struct {
+				Data struct {
+					EntityID string `json:"entity_id"`
+				} `json:"data"`
+			}
+			if err := jsonUnmarshal(m.Payload, &p); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, p.Data.EntityID)
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("svix accepted\n%v\nwant commit order\n%v", got, want)
+		}
+	})
+
 	t.Run("FailedRowIsSkippedThenReplayed", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, setupOpts{})

@@ -191,11 +191,13 @@ func New(pool *pgxpool.Pool, sender Sender, cfg Config) (*Relay, error) {
 		return nil, fmt.Errorf("register prune worker: %w", err)
 	}
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
-		Logger:                      slog.New(zapslog.NewHandler(cfg.Logger.Core(), zapslog.WithName("river"))),
-		Queues:                      map[string]river.QueueConfig{cfg.Queue: {MaxWorkers: cfg.Concurrency}},
-		Workers:                     workers,
-		FetchCooldown:               5 * time.Millisecond,
-		FetchPollInterval:           cmp.Or(min(cfg.PollInterval, time.Second), time.Second),
+		Logger:        slog.New(zapslog.NewHandler(cfg.Logger.Core(), zapslog.WithName("river"))),
+		Queues:        map[string]river.QueueConfig{cfg.Queue: {MaxWorkers: cfg.Concurrency}},
+		Workers:       workers,
+		FetchCooldown: 5 * time.Millisecond,
+		// Jobs made available without an insert notification (a snoozed
+		// row woken by its predecessor, a retry) wait for this poll.
+		FetchPollInterval:           min(cfg.PollInterval, 100*time.Millisecond),
 		PollOnly:                    cfg.PollOnly,
 		JobTimeout:                  cfg.JobTimeout,
 		RescueStuckJobsAfter:        cfg.RescueAfter,

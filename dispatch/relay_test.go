@@ -358,7 +358,7 @@ func TestRelayDelivers(t *testing.T) {
 		const n = 400
 		evs := make([]outbox.Event, n)
 		for i := range evs {
-			evs[i] = outbox.CutCompleted(fmt.Sprintf("app-%d", i%7), fmt.Sprintf("cut_%d", i), "asset_1")
+			evs[i] = outbox.CutCompleted(fmt.Sprintf("app-%d", i%7), fmt.Sprintf("cut_%d", i), fmt.Sprintf("asset_%d", i))
 		}
 		var wg sync.WaitGroup
 		ids := make([][]int64, 4)

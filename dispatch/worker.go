@@ -42,7 +42,7 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 		// Svix asked everyone to slow down; do not spend a request.
 		return river.JobSnooze(jitter(wait))
 	}
-	if r.ordering != nil {
+	if r.ordering != nil && !a.HeadOfKey {
 		if wait, err := r.ordering.wait(ctx, a); err != nil {
 			return fmt.Errorf("check order of outbox row %d: %w", a.OutboxID, err)
 		} else if wait > 0 {
