@@ -56,8 +56,8 @@ lint: ## gofmt (must list nothing), go vet, and docker-compose.yml when docker-c
 	 elif ! command -v docker-compose >/dev/null 2>&1; then \
 	   echo "lint: docker-compose not installed (apt-get install docker-compose); skipping the docker-compose.yml check"; \
 	 else \
-	   echo "docker-compose -f docker-compose.yml config -q"; \
-	   docker-compose -f docker-compose.yml config -q; \
+	   echo "docker-compose --env-file .env.example -f docker-compose.yml config -q"; \
+	   docker-compose --env-file .env.example -f docker-compose.yml config -q; \
 	 fi
 
 .PHONY: fuzz

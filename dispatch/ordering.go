@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -35,14 +34,18 @@ SELECT EXISTS (
        AND ($4 OR failed_at IS NULL)
        AND ($5 = '' OR data ->> 'entity_id' = $5))`
 
-// nextSQL finds the job of the next row waiting on a row of a key.
-const nextSQL = `
-SELECT job_id FROM outbox
- WHERE app_id = $1 AND (data ->> 'asset_id') = $2 AND order_seq > $3
-   AND delivered_at IS NULL AND failed_at IS NULL AND job_id IS NOT NULL
-   AND ($4 = '' OR data ->> 'entity_id' = $4)
- ORDER BY order_seq
- LIMIT 1`
+// nextManySQL finds, for each row that just ended, the job of the next
+// row of its key still waiting: one query per batch of recorded outcomes.
+const nextManySQL = `
+SELECT u.id, n.job_id
+  FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[]) AS u (id, app_id, asset_id, order_seq, entity_id)
+  CROSS JOIN LATERAL (
+        SELECT job_id FROM outbox
+         WHERE app_id = u.app_id AND (data ->> 'asset_id') = u.asset_id AND order_seq > u.order_seq
+           AND delivered_at IS NULL AND failed_at IS NULL AND job_id IS NOT NULL
+           AND (u.entity_id = '' OR data ->> 'entity_id' = u.entity_id)
+         ORDER BY order_seq
+         LIMIT 1) AS n`
 
 // orderer holds a row back while an earlier row of its key is undelivered,
 // and wakes the next row of a key when a row ends.
@@ -77,18 +80,33 @@ func (o *orderer) wait(ctx context.Context, a DeliverArgs) (time.Duration, error
 	return o.recheck + rand.N(o.recheck/2+1), nil
 }
 
-// next returns the job id of the row waiting after a, or 0.
-func (o *orderer) next(ctx context.Context, a DeliverArgs) (int64, error) {
-	if a.OrderSeq == 0 {
-		return 0, nil
-	}
-	var jobID int64
-	err := o.pool.QueryRow(ctx, nextSQL, a.AppID, a.AssetID, a.OrderSeq, o.entity(a)).Scan(&jobID)
-	if err != nil {
-		if errors.Is(err, pgx.ErrNoRows) {
-			return 0, nil
+// nextMany returns, by outbox id, the job of the row waiting after each of
+// rows (rows with no such row are absent).
+func (o *orderer) nextMany(ctx context.Context, rows []DeliverArgs) (map[int64]int64, error) {
+	n := len(rows)
+	ids, apps, assets, seqs, entities := make([]int64, 0, n), make([]string, 0, n), make([]string, 0, n), make([]int64, 0, n), make([]string, 0, n)
+	for _, a := range rows {
+		if a.OrderSeq == 0 {
+			continue
 		}
-		return 0, fmt.Errorf("look for the next row of the key: %w", err)
+		ids, apps, assets, seqs, entities = append(ids, a.OutboxID), append(apps, a.AppID), append(assets, a.AssetID),
+			append(seqs, a.OrderSeq), append(entities, o.entity(a))
 	}
-	return jobID, nil
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	res, err := o.pool.Query(ctx, nextManySQL, ids, apps, assets, seqs, entities)
+	if err != nil {
+		return nil, fmt.Errorf("look for the next rows of the keys: %w", err)
+	}
+	next := make(map[int64]int64)
+	var id, jobID int64
+	_, err = pgx.ForEachRow(res, []any{&id, &jobID}, func() error {
+		next[id] = jobID
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look for the next rows of the keys: %w", err)
+	}
+	return next, nil
 }

@@ -24,6 +24,9 @@ type outcome struct {
 	kind    outcomeKind
 	msgID   string
 	errText string
+	// next, when set, asks for the job of the row waiting after this one
+	// in its ordering key, looked up for the whole batch in one query.
+	next *DeliverArgs
 
 	done chan outcomeResult
 }
@@ -33,6 +36,9 @@ type outcomeResult struct {
 	attempts int
 	lagSecs  float64 // created_at to now, for delivered rows
 	err      error
+
+	nextJobID int64 // the job of the row waiting after this one (outcome.next), or 0
+	nextErr   error // the lookup of nextJobID failed; the outcome itself is recorded
 }
 
 // recordSQL writes a batch of outcomes in one statement. The guard skips
@@ -61,10 +67,11 @@ type recorder struct {
 	pool     *pgxpool.Pool
 	in       chan *outcome
 	maxBatch int
+	order    *orderer // looks up outcome.next; nil when ordering is off
 }
 
-func newRecorder(pool *pgxpool.Pool, maxBatch int) *recorder {
-	return &recorder{pool: pool, in: make(chan *outcome, maxBatch), maxBatch: maxBatch}
+func newRecorder(pool *pgxpool.Pool, maxBatch int, order *orderer) *recorder {
+	return &recorder{pool: pool, in: make(chan *outcome, maxBatch), maxBatch: maxBatch, order: order}
 }
 
 var errRecorderStopped = errors.New("outcome recorder stopped")
@@ -147,11 +154,33 @@ func (r *recorder) flush(ctx context.Context, batch []*outcome) {
 			err = rows.Err()
 		}
 	}
-	for _, o := range batch {
-		if err != nil {
+	if err != nil {
+		for _, o := range batch {
 			o.done <- outcomeResult{err: fmt.Errorf("record outcomes: %w", err)}
-			continue
 		}
-		o.done <- results[o.id]
+		return
+	}
+
+	// The rows waiting behind the rows that ended, for the whole batch at
+	// once, after the outcomes committed (as a worker asking alone would).
+	var next map[int64]int64
+	var nextErr error
+	if r.order != nil {
+		var wake []DeliverArgs
+		for _, o := range batch {
+			if o.next != nil {
+				wake = append(wake, *o.next)
+			}
+		}
+		if len(wake) > 0 {
+			next, nextErr = r.order.nextMany(ctx, wake)
+		}
+	}
+	for _, o := range batch {
+		res := results[o.id]
+		if o.next != nil {
+			res.nextJobID, res.nextErr = next[o.id], nextErr
+		}
+		o.done <- res
 	}
 }

@@ -171,13 +171,14 @@ func New(pool *pgxpool.Pool, sender Sender, cfg Config) (*Relay, error) {
 		cfg:      cfg,
 		pool:     pool,
 		sender:   sender,
-		recorder: newRecorder(pool, 1000),
+		recorder: newRecorder(pool, 1000, nil),
 		log:      cfg.Logger.Named("dispatch"),
 		metrics:  cfg.Metrics,
 	}
 	if cfg.Ordering != OrderOff {
 		r.ordering = &orderer{pool: pool, byEntity: cfg.Ordering == OrderByEntity, blockOnFailure: cfg.BlockOnFailure,
 			recheck: max(cfg.BackoffMax/4, 250*time.Millisecond)}
+		r.recorder.order = r.ordering
 	}
 	if cfg.RateLimit > 0 {
 		r.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), 1)

@@ -72,14 +72,15 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 	switch {
 	case err == nil:
 		r.authAccepted()
-		res, rerr := r.recorder.record(book, outcome{id: a.OutboxID, resends: a.Resends, kind: outcomeDelivered, msgID: sent.MessageID})
+		res, rerr := r.recorder.record(book, outcome{id: a.OutboxID, resends: a.Resends, kind: outcomeDelivered, msgID: sent.MessageID,
+			next: r.wakes(&a, false)})
 		if rerr != nil {
 			// River retries the job; Svix answers the retry from its
 			// idempotency cache, so Svix still has one message.
 			return fmt.Errorf("record delivery of outbox row %d: %w", a.OutboxID, rerr)
 		}
 		r.metrics.delivered(a.EventType, sent.Duplicate, res)
-		r.wakeNext(book, a)
+		r.wakeNext(book, a, res)
 		log.Info("delivered", zap.String("svix_msg_id", sent.MessageID), zap.Bool("duplicate", sent.Duplicate),
 			zap.Int("attempt", res.attempts+1))
 		return nil
@@ -102,11 +103,13 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 
 	case errors.As(err, &permanent):
 		r.authAccepted()
-		if _, rerr := r.recorder.record(book, outcome{id: a.OutboxID, resends: a.Resends, kind: outcomeFailed, errText: err.Error()}); rerr != nil {
+		res, rerr := r.recorder.record(book, outcome{id: a.OutboxID, resends: a.Resends, kind: outcomeFailed, errText: err.Error(),
+			next: r.wakes(&a, true)})
+		if rerr != nil {
 			return fmt.Errorf("record failure of outbox row %d: %w", a.OutboxID, rerr)
 		}
 		r.metrics.outcome(a.EventType, "failed")
-		r.failedInOrder(book, a)
+		r.failedInOrder(book, a, res)
 		log.Error("svix refused the message; row failed until replayed", zap.Error(err), zap.Int("status", permanent.Status))
 		return river.JobCancel(err)
 	}
@@ -121,7 +124,11 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 		kind = outcomeFailed
 		errText = fmt.Sprintf("gave up after %s (max age %s): %s", age.Round(time.Second), r.cfg.MaxAge, errText)
 	}
-	res, rerr := r.recorder.record(book, outcome{id: a.OutboxID, resends: a.Resends, kind: kind, errText: errText})
+	var next *DeliverArgs
+	if kind == outcomeFailed {
+		next = r.wakes(&a, true)
+	}
+	res, rerr := r.recorder.record(book, outcome{id: a.OutboxID, resends: a.Resends, kind: kind, errText: errText, next: next})
 	if rerr != nil {
 		return fmt.Errorf("record failed attempt of outbox row %d: %w (send: %v)", a.OutboxID, rerr, err)
 	}
@@ -133,7 +140,7 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 	}
 	if kind == outcomeFailed {
 		r.metrics.outcome(a.EventType, "failed")
-		r.failedInOrder(book, a)
+		r.failedInOrder(book, a, res)
 		log.Error("row failed: transient errors past its max age", zap.Error(err), zap.Int("attempt", res.attempts))
 		return river.JobCancel(errors.New(errText))
 	}
@@ -154,15 +161,22 @@ func snoozes(job *river.Job[DeliverArgs]) int {
 	return md.Snoozes
 }
 
-// wakeNext makes the job of the next row of a's key run now instead of at
-// its next recheck.
-func (r *Relay) wakeNext(ctx context.Context, a DeliverArgs) {
-	if r.ordering == nil {
-		return
+// wakes returns a when the end of its row may let the next row of its key
+// go (ordering is on and, for a failure, failures do not block the key):
+// the recorder then looks up that row's job with the outcome.
+func (r *Relay) wakes(a *DeliverArgs, failed bool) *DeliverArgs {
+	if r.ordering == nil || failed && r.ordering.blockOnFailure {
+		return nil
 	}
-	jobID, err := r.ordering.next(ctx, a)
-	if err == nil && jobID != 0 {
-		_, err = r.client.JobRetry(ctx, jobID)
+	return a
+}
+
+// wakeNext makes the job of the next row of a's key, which the recorder
+// found with a's outcome, run now instead of at its next recheck.
+func (r *Relay) wakeNext(ctx context.Context, a DeliverArgs, res outcomeResult) {
+	err := res.nextErr
+	if err == nil && res.nextJobID != 0 {
+		_, err = r.client.JobRetry(ctx, res.nextJobID)
 	}
 	if err != nil {
 		// The next row still runs at its recheck.
@@ -172,10 +186,10 @@ func (r *Relay) wakeNext(ctx context.Context, a DeliverArgs) {
 
 // failedInOrder lets the rest of a failed row's key go on, unless failures
 // block their key.
-func (r *Relay) failedInOrder(ctx context.Context, a DeliverArgs) {
+func (r *Relay) failedInOrder(ctx context.Context, a DeliverArgs, res outcomeResult) {
 	if r.ordering == nil || r.ordering.blockOnFailure {
 		return
 	}
 	r.metrics.orderingSkipped.Inc()
-	r.wakeNext(ctx, a)
+	r.wakeNext(ctx, a, res)
 }

@@ -3,8 +3,12 @@ package schema_test
 import (
 	"context"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/schema"
@@ -118,5 +122,33 @@ func TestMigrationsNumbered(t *testing.T) {
 	t.Parallel()
 	if _, err := schema.Migrations(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A producer whose search_path lacks the relay's schema writes to
+// <schema>.outbox by name; the trigger functions find their tables anyway.
+func TestQualifiedInsert(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := pgtest.Migrated(t)
+	base, err := pgxpool.New(ctx, pgtest.BaseURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Close()
+	table := pgx.Identifier{s.Name, "outbox"}.Sanitize()
+	var id int64
+	err = base.QueryRow(ctx, `INSERT INTO `+table+` (app_id, event_type, data)
+		VALUES ('acme', 'asset.ready', '{"entity_id":"a","asset_id":"a","previous_state":"processing"}') RETURNING id`).Scan(&id)
+	if err != nil {
+		t.Fatalf("qualified insert: %v", err)
+	}
+	var replayed bool
+	if err := base.QueryRow(ctx, `SELECT `+pgx.Identifier{s.Name, "outbox_replay"}.Sanitize()+`($1)`, id).Scan(&replayed); err != nil || !replayed {
+		t.Fatalf("qualified replay: %v, %v", replayed, err)
+	}
+	_, err = base.Exec(ctx, `INSERT INTO `+table+` (app_id, event_type, data) VALUES ('acme', 'nope', '{}')`)
+	if err == nil || !strings.Contains(err.Error(), "outbox.event_type must be one of") {
+		t.Fatalf("qualified bad insert: %v, want the trigger's refusal", err)
 	}
 }

@@ -29,7 +29,11 @@ func run(ctx context.Context, args []string) int {
 		fmt.Fprintf(os.Stderr, "relay: %v\n", err)
 		return 2
 	}
-	if err := kctx.Run(ctx, &cli.Globals); err != nil {
+	// Bound as the context.Context interface: kong binds a bare ctx by its
+	// concrete type, and the commands would get parse's Background instead,
+	// never seeing SIGTERM.
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	if err := kctx.Run(&cli.Globals); err != nil {
 		var usage *usageError
 		if errors.As(err, &usage) {
 			fmt.Fprintf(os.Stderr, "relay: %v\n", err)

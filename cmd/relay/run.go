@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,7 +18,7 @@ import (
 // RunCmd runs the relay.
 type RunCmd struct {
 	SvixAuthToken string `name:"svix-auth-token" env:"SVIX_AUTH_TOKEN" placeholder:"TOKEN" help:"Svix API token (required; read it from the environment, it is never printed)."`
-	SvixServerURL string `name:"svix-server-url" env:"SVIX_SERVER_URL" placeholder:"URL" help:"Svix API base URL for self-hosted Svix or a local dev server (relay demo serves one); default: Svix's hosted API for the token's region."`
+	SvixServerURL string `name:"svix-server-url" env:"SVIX_SERVER_URL" placeholder:"URL" help:"Svix API base URL for self-hosted Svix or a local dev server; default: Svix's hosted API for the token's region. For local development, 'relay demo --svix-only' runs a Svix-compatible dev server that delivers signed webhooks to a verifying receiver, and prints the SVIX_SERVER_URL and SVIX_AUTH_TOKEN to use."`
 
 	Concurrency     int           `name:"concurrency" env:"RELAY_CONCURRENCY" default:"100" help:"Svix sends in flight."`
 	RateLimit       float64       `name:"rate-limit" env:"RELAY_RATE_LIMIT" default:"0" help:"Cap on sends to Svix, messages/s; 0 for none (Svix plans allow 200 or 800)."`
@@ -34,6 +36,12 @@ type RunCmd struct {
 	ClaimBatch      int           `name:"claim-batch" env:"RELAY_CLAIM_BATCH" default:"500" help:"Most rows claimed per transaction."`
 	DBMaxConns      int32         `name:"db-max-conns" env:"RELAY_DB_MAX_CONNS" default:"20" help:"Database connections in the pool."`
 	HTTPAddr        string        `name:"http-addr" env:"RELAY_HTTP_ADDR" default:"127.0.0.1:8080" help:"Address of /healthz, /readyz and /metrics; empty to disable."`
+	RiverUIUser     string        `name:"riverui-user" env:"RELAY_RIVERUI_USER" placeholder:"USER" help:"Serve River UI at /riverui/ behind basic auth with this user and --riverui-password; off unless both are set."`
+	RiverUIPassword string        `name:"riverui-password" env:"RELAY_RIVERUI_PASSWORD" placeholder:"PASSWORD" help:"River UI's basic auth password, at least 12 characters (it can cancel, delete and retry jobs); read it from the environment, it is never printed."`
+	Retention       age           `name:"retention" env:"RELAY_RETENTION" default:"7d" help:"Delivered rows older than this are deleted, in batches, by a periodic job the River leader schedules; failed rows are kept. 0 keeps every row."`
+	PruneInterval   time.Duration `name:"prune-interval" env:"RELAY_PRUNE_INTERVAL" default:"10m" help:"How often delivered rows past --retention are deleted."`
+	PruneBatch      int           `name:"prune-batch" env:"RELAY_PRUNE_BATCH" default:"1000" help:"Most rows deleted per transaction when pruning."`
+	CPUProfile      string        `name:"cpu-profile" env:"RELAY_CPU_PROFILE" hidden:"" placeholder:"FILE" help:"Write a CPU profile of the whole run to FILE (for make bench)."`
 }
 
 // Validate checks settings before anything starts (exit code 2).
@@ -64,7 +72,7 @@ func (c *RunCmd) Validate() error {
 	case c.DBMaxConns < 4:
 		return usagef("RELAY_DB_MAX_CONNS (--db-max-conns) must be at least 4, got %d", c.DBMaxConns)
 	}
-	return nil
+	return c.validateOps()
 }
 
 // Run delivers until the context ends (SIGTERM or SIGINT).
@@ -74,6 +82,14 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer log.Sync() //nolint:errcheck // stderr
+
+	if c.CPUProfile != "" {
+		stop, err := startCPUProfile(c.CPUProfile)
+		if err != nil {
+			return usagef("RELAY_CPU_PROFILE (--cpu-profile): %v", err)
+		}
+		defer stop()
+	}
 
 	pool, err := g.pool(ctx, c.DBMaxConns)
 	if err != nil {
@@ -104,6 +120,9 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 		ClaimBatch:      c.ClaimBatch,
 		Ordering:        c.Ordering,
 		BlockOnFailure:  c.BlockOnFailure,
+		Retention:       c.retention(),
+		PruneInterval:   c.PruneInterval,
+		PruneBatch:      c.PruneBatch,
 		Logger:          log,
 		Metrics:         dispatch.NewMetrics(reg),
 	})
@@ -112,7 +131,11 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 	}
 
 	if c.HTTPAddr != "" {
-		srv, err := server.Start(server.Config{Addr: c.HTTPAddr, Ready: relay.Ready, Gatherer: reg, Logger: log})
+		srvCfg, err := c.withRiverUI(ctx, server.Config{Addr: c.HTTPAddr, Ready: relay.Ready, Gatherer: reg, Logger: log}, relay, log)
+		if err != nil {
+			return err
+		}
+		srv, err := server.Start(srvCfg)
 		if err != nil {
 			return usagef("RELAY_HTTP_ADDR (--http-addr): %v", err)
 		}
@@ -128,4 +151,20 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 		return fmt.Errorf("run: %w", err)
 	}
 	return nil
+}
+
+// startCPUProfile profiles the process into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -26,7 +26,8 @@ type Config struct {
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
 	// Admin, when set, is mounted at AdminPrefix behind basic auth with
-	// AdminUser and AdminPassword (River UI). Requests get 401 without them.
+	// AdminUser and AdminPassword (River UI); it is not mounted unless both
+	// are set. Requests get 401 without them.
 	Admin         http.Handler
 	AdminPrefix   string
 	AdminUser     string
@@ -62,7 +63,9 @@ func Handler(cfg Config) http.Handler {
 	if cfg.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	}
-	if cfg.Admin != nil {
+	// Never mounted without both credentials: an empty pair would let
+	// anyone in.
+	if cfg.Admin != nil && cfg.AdminUser != "" && cfg.AdminPassword != "" {
 		mux.Handle(cfg.AdminPrefix+"/", basicAuth(cfg.AdminUser, cfg.AdminPassword, cfg.Admin))
 	}
 	return mux

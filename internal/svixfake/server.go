@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"go.uber.org/zap"
@@ -82,9 +81,19 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// TB is the part of testing.TB that NewStarted uses; declared here so the
+// package, which the relay binary links for its demo, does not import
+// testing.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Cleanup(func())
+}
+
 // NewStarted returns a Server for cfg listening on a random loopback port,
 // closed by tb.Cleanup. It fails tb on any error.
-func NewStarted(tb testing.TB, cfg Config) *Server {
+func NewStarted(tb TB, cfg Config) *Server {
 	tb.Helper()
 	s, err := New(cfg)
 	if err != nil {

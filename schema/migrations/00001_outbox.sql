@@ -223,6 +223,12 @@ END
 $$;
 -- +goose StatementEnd
 
+-- The functions run with the schema they were created in, so a producer
+-- whose search_path lacks it can still write <schema>.outbox.
+ALTER FUNCTION outbox_validate() SET search_path FROM CURRENT;
+ALTER FUNCTION outbox_notify() SET search_path FROM CURRENT;
+ALTER FUNCTION outbox_replay(bigint, boolean) SET search_path FROM CURRENT;
+
 -- +goose Down
 SET LOCAL lock_timeout = '10s';
 DROP FUNCTION outbox_replay(bigint, boolean);

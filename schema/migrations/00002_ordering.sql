@@ -42,6 +42,8 @@ END
 $$;
 -- +goose StatementEnd
 
+ALTER FUNCTION outbox_order() SET search_path FROM CURRENT;
+
 -- Fires after outbox_1_validate (BEFORE triggers run in name order), so
 -- only valid rows take a number. A value given for order_seq at INSERT is
 -- overwritten.

@@ -1,0 +1,488 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/mediaplatform/relay/dispatch"
+	"github.com/mediaplatform/relay/internal/svixfake"
+)
+
+// River settings of the relay's queue (dispatch.New), used again for the
+// no-op reference so that the two rates compare like with like.
+const (
+	riverFetchCooldown     = 5 * time.Millisecond
+	riverFetchPollInterval = time.Second
+	relayDBMaxConns        = 20 // RELAY_DB_MAX_CONNS default
+	relayConcurrency       = 100
+)
+
+// Usage is the CPU and memory a scenario cost.
+type Usage struct {
+	RelayPeakRSSMiB    float64  `json:"relay_peak_rss_mib,omitempty"`
+	RelayCPUSeconds    float64  `json:"relay_cpu_seconds,omitempty"`
+	PostgresCPUSeconds *float64 `json:"postgres_cpu_seconds,omitempty"`
+	// BenchCPUSeconds is the bench process: the fake Svix, or River's
+	// client in the no-op reference.
+	BenchCPUSeconds float64 `json:"bench_cpu_seconds"`
+	// Per 1,000 rows (jobs).
+	RelayCPUPer1k    float64  `json:"relay_cpu_seconds_per_1k,omitempty"`
+	PostgresCPUPer1k *float64 `json:"postgres_cpu_seconds_per_1k,omitempty"`
+	BenchCPUPer1k    float64  `json:"bench_cpu_seconds_per_1k"`
+	// CPUBusy is all measured CPU over wall time × cores: near 1 means the
+	// machine was saturated.
+	CPUBusy float64 `json:"cpu_busy"`
+}
+
+// DrainResult is one backlog drain (or the River reference, or the rate cap).
+type DrainResult struct {
+	Scenario      string  `json:"scenario"`
+	Rows          int     `json:"rows"`
+	SvixLatencyMS int     `json:"svix_latency_ms"`
+	Ordering      string  `json:"ordering,omitempty"`
+	RateLimit     float64 `json:"rate_limit,omitempty"`
+	// Seconds runs from the relay's start (exec) to Svix accepting the
+	// last row; for River, from Start to the last Work call.
+	Seconds    float64 `json:"seconds"`
+	RowsPerSec float64 `json:"rows_per_sec"`
+	// RecordedSeconds runs until every row is also marked delivered in the
+	// outbox (the relay's own bookkeeping caught up).
+	RecordedSeconds float64 `json:"recorded_seconds,omitempty"`
+	// SteadyPerSec is the rate between the first and the last accepted
+	// message (rate cap), without the start-up.
+	SteadyPerSec float64 `json:"steady_per_sec,omitempty"`
+	VsRiver      float64 `json:"vs_river,omitempty"`
+	InsertSecs   float64 `json:"backlog_insert_seconds"`
+	Usage
+	Status        map[string]int64 `json:"svix_status,omitempty"`
+	Messages      int              `json:"svix_messages,omitempty"`
+	RelayWarnings int              `json:"relay_warn_lines,omitempty"`
+	RelayErrors   int              `json:"relay_error_lines,omitempty"`
+}
+
+// LatencyResult is the steady-state latency scenario.
+type LatencyResult struct {
+	Scenario     string  `json:"scenario"`
+	TargetRate   float64 `json:"target_rows_per_sec"`
+	AchievedRate float64 `json:"inserted_rows_per_sec"`
+	Seconds      float64 `json:"seconds"`
+	Rows         int     `json:"rows"`
+	Delivered    int     `json:"delivered"`
+	Conns        int     `json:"insert_connections"`
+	Ordering     string  `json:"ordering"`
+	P50MS        float64 `json:"p50_ms"`
+	P95MS        float64 `json:"p95_ms"`
+	P99MS        float64 `json:"p99_ms"`
+	MaxMS        float64 `json:"max_ms"`
+	MeanMS       float64 `json:"mean_ms"`
+	Usage
+	RelayWarnings int `json:"relay_warn_lines,omitempty"`
+	RelayErrors   int `json:"relay_error_lines,omitempty"`
+}
+
+// cpuMark is a point to measure CPU from.
+type cpuMark struct {
+	at        time.Time
+	pg, bench time.Duration
+}
+
+func (b *bench) mark() cpuMark {
+	return cpuMark{at: time.Now(), pg: b.pg.total(), bench: selfCPU()}
+}
+
+// usageSince fills u from m to now; relay is the relay's own usage (zero
+// when the scenario ran no relay).
+func (b *bench) usageSince(m cpuMark, relay procUsage, rows int) Usage {
+	wall := time.Since(m.at)
+	u := Usage{
+		RelayPeakRSSMiB: float64(relay.PeakRSSKiB) / 1024,
+		RelayCPUSeconds: relay.CPU.Seconds(),
+		BenchCPUSeconds: (selfCPU() - m.bench).Seconds(),
+	}
+	total := u.RelayCPUSeconds + u.BenchCPUSeconds
+	if b.pg != nil {
+		pg := (b.pg.total() - m.pg).Seconds()
+		u.PostgresCPUSeconds = &pg
+		total += pg
+		per := pg / float64(rows) * 1000
+		u.PostgresCPUPer1k = &per
+	}
+	u.RelayCPUPer1k = u.RelayCPUSeconds / float64(rows) * 1000
+	u.BenchCPUPer1k = u.BenchCPUSeconds / float64(rows) * 1000
+	u.CPUBusy = total / (wall.Seconds() * float64(b.cores))
+	return u
+}
+
+// relayRun is a scenario's fake Svix, schema and relay process.
+type relayRun struct {
+	name string
+	fake *svixfake.Server
+	sch  *benchSchema
+	proc *relayProc
+}
+
+func (b *bench) newFake() (*svixfake.Server, error) {
+	fake, err := svixfake.New(svixfake.Config{MaxRecordedRequests: -1})
+	if err != nil {
+		return nil, err
+	}
+	if err := fake.Start("127.0.0.1:0"); err != nil {
+		return nil, err
+	}
+	return fake, nil
+}
+
+// relayEnv is the environment of a relay run against fake and sch.
+func (b *bench) relayEnv(name string, fake *svixfake.Server, sch *benchSchema, extra ...string) []string {
+	env := []string{
+		"DATABASE_URL=" + sch.url,
+		"SVIX_AUTH_TOKEN=" + svixfake.DefaultToken,
+		"SVIX_SERVER_URL=" + fake.URL(),
+		"RELAY_LOG_LEVEL=" + b.opts.logLevel,
+		"RELAY_CONCURRENCY=" + strconv.Itoa(b.opts.concurrency),
+	}
+	if b.opts.profileDir != "" {
+		env = append(env, "RELAY_CPU_PROFILE="+filepath.Join(b.opts.profileDir, name+".pprof"))
+	}
+	env = append(env, extra...)
+	return append(env, b.opts.relayEnv...)
+}
+
+func (r *relayRun) close(b *bench) {
+	if r.proc != nil {
+		if err := r.proc.stop(30 * time.Second); err != nil {
+			b.logf("%s: stop relay: %v", r.name, err)
+		}
+	}
+	if r.fake != nil {
+		_ = r.fake.Close()
+	}
+	if r.sch != nil {
+		b.dropSchema(r.sch)
+	}
+}
+
+func statusMap(fake *svixfake.Server) map[string]int64 {
+	m := map[string]int64{}
+	for code, n := range fake.StatusCounts() {
+		m[strconv.Itoa(code)] = n
+	}
+	return m
+}
+
+// drain times a backlog of rows from relay start until Svix has them all.
+func (b *bench) drain(ctx context.Context, name string, rows int, svixLatency time.Duration, ordering string, rateLimit float64) (_ DrainResult, err error) {
+	res := DrainResult{Scenario: name, Rows: rows, SvixLatencyMS: int(svixLatency / time.Millisecond), Ordering: ordering, RateLimit: rateLimit}
+	run := &relayRun{name: name}
+	defer run.close(b)
+
+	if run.sch, err = b.newSchema(ctx, "bench_"+sanitize(name), 4); err != nil {
+		return res, err
+	}
+	t := time.Now()
+	if err := insertBacklog(ctx, run.sch.pool, b.runID, rows); err != nil {
+		return res, err
+	}
+	res.InsertSecs = time.Since(t).Seconds()
+	if run.fake, err = b.newFake(); err != nil {
+		return res, err
+	}
+	run.fake.SetLatency(svixLatency, 0)
+	if rateLimit > 0 {
+		run.fake.SetRateLimit(int(rateLimit))
+	}
+	extra := []string{"RELAY_ORDERING=" + ordering}
+	if rateLimit > 0 {
+		extra = append(extra, "RELAY_RATE_LIMIT="+strconv.FormatFloat(rateLimit, 'f', -1, 64))
+	}
+
+	m := b.mark()
+	start := time.Now()
+	if run.proc, err = startRelay(b.relayBin, b.relayEnv(name, run.fake, run.sch, extra...), filepath.Join(b.tmp, name+".log")); err != nil {
+		return res, err
+	}
+	limit := time.Duration(float64(rows)/200*float64(time.Second)) + 30*time.Second
+	wctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	if err := run.fake.WaitFor(wctx, func(s *svixfake.Server) bool { return s.MessageCount() >= rows }); err != nil {
+		return res, fmt.Errorf("%s: %d of %d rows reached svix within %s: %w", name, run.fake.MessageCount(), rows, limit, err)
+	}
+	elapsed := time.Since(start)
+	relay, err := run.proc.usage()
+	if err != nil {
+		return res, err
+	}
+	res.Usage = b.usageSince(m, relay, rows)
+	if err := waitRecorded(wctx, run.sch.pool); err != nil {
+		return res, fmt.Errorf("%s: %w", name, err)
+	}
+	res.RecordedSeconds = time.Since(start).Seconds()
+	res.Seconds = elapsed.Seconds()
+	res.RowsPerSec = float64(rows) / elapsed.Seconds()
+	res.Status = statusMap(run.fake)
+	res.Messages = run.fake.MessageCount()
+	if rateLimit > 0 {
+		msgs := run.fake.AllMessages()
+		first, last := msgs[0].Timestamp, msgs[0].Timestamp
+		for _, msg := range msgs {
+			if msg.Timestamp.Before(first) {
+				first = msg.Timestamp
+			}
+			if msg.Timestamp.After(last) {
+				last = msg.Timestamp
+			}
+		}
+		if span := last.Sub(first); span > 0 {
+			res.SteadyPerSec = float64(len(msgs)-1) / span.Seconds()
+		}
+	}
+	if err := run.proc.stop(30 * time.Second); err != nil {
+		b.logf("%s: %v", name, err)
+	}
+	res.RelayWarnings, res.RelayErrors = run.proc.problemLines()
+	run.proc = nil
+	if res.Messages != rows {
+		return res, fmt.Errorf("%s: svix holds %d messages for %d rows", name, res.Messages, rows)
+	}
+	return res, nil
+}
+
+// latency inserts rows at a fixed rate with single-row autocommit INSERTs
+// from several connections and measures commit (as the inserting client
+// sees it) to Svix receiving the request.
+func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
+	name := "latency"
+	o := b.opts
+	res := LatencyResult{Scenario: name, TargetRate: o.latencyRate, Conns: o.latencyConns, Ordering: dispatch.OrderByAsset}
+	run := &relayRun{name: name}
+	defer run.close(b)
+	if run.sch, err = b.newSchema(ctx, "bench_latency", int32(o.latencyConns)+2); err != nil {
+		return res, err
+	}
+	if run.fake, err = b.newFake(); err != nil {
+		return res, err
+	}
+	var arrivals sync.Map // eventId -> time.Time
+	run.fake.SetInterceptor(func(r *svixfake.Request) (svixfake.Reply, bool) {
+		if r.EventID != "" {
+			arrivals.LoadOrStore(r.EventID, r.Received)
+		}
+		return svixfake.Reply{}, false
+	})
+	if run.proc, err = startRelay(b.relayBin, b.relayEnv(name, run.fake, run.sch, "RELAY_ORDERING="+res.Ordering), filepath.Join(b.tmp, name+".log")); err != nil {
+		return res, err
+	}
+
+	// Warm up: the relay is connected, listening and has sent a few rows.
+	const warm = 20
+	for i := range warm {
+		if _, err := insertOne(ctx, run.sch.pool, b.runID, 10_000_000+i); err != nil {
+			return res, err
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = run.fake.WaitFor(wctx, func(s *svixfake.Server) bool { return s.MessageCount() >= warm })
+	cancel()
+	if err != nil {
+		return res, fmt.Errorf("latency: warm-up rows not delivered: %w", err)
+	}
+
+	total := int(o.latencyRate * o.latencyDuration.Seconds())
+	period := time.Duration(float64(time.Second) / o.latencyRate)
+	type commit struct {
+		key string
+		at  time.Time
+	}
+	commits := make([]commit, total)
+	m := b.mark()
+	t0 := time.Now().Add(10 * time.Millisecond)
+	// Row i is due at t0 + i×period; connection w writes rows w, w+conns, ...
+	gctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	var wg sync.WaitGroup
+	for w := range o.latencyConns {
+		wg.Go(func() {
+			for i := w; i < total; i += o.latencyConns {
+				if d := time.Until(t0.Add(time.Duration(i) * period)); d > 0 {
+					select {
+					case <-gctx.Done():
+						return
+					case <-time.After(d):
+					}
+				}
+				key, err := insertOne(gctx, run.sch.pool, b.runID, i)
+				if err != nil {
+					stop(err)
+					return
+				}
+				commits[i] = commit{key: key, at: time.Now()}
+			}
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(gctx); err != nil {
+		return res, fmt.Errorf("latency: insert: %w", err)
+	}
+	insertSecs := time.Since(t0).Seconds()
+	wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	err = run.fake.WaitFor(wctx, func(s *svixfake.Server) bool { return s.MessageCount() >= warm+total })
+	cancel()
+	if err != nil {
+		b.logf("latency: %d of %d rows delivered 30 s after the last insert", run.fake.MessageCount()-warm, total)
+	}
+	relay, err := run.proc.usage()
+	if err != nil {
+		return res, err
+	}
+	res.Usage = b.usageSince(m, relay, total)
+
+	lat := make([]time.Duration, 0, total)
+	var sum time.Duration
+	for _, c := range commits {
+		v, ok := arrivals.Load(c.key)
+		if !ok {
+			continue
+		}
+		d := v.(time.Time).Sub(c.at)
+		lat = append(lat, d)
+		sum += d
+	}
+	slices.Sort(lat)
+	res.Rows, res.Delivered = total, len(lat)
+	res.Seconds = insertSecs
+	res.AchievedRate = float64(total) / insertSecs
+	if len(lat) > 0 {
+		res.P50MS, res.P95MS, res.P99MS = ms(pct(lat, 0.50)), ms(pct(lat, 0.95)), ms(pct(lat, 0.99))
+		res.MaxMS, res.MeanMS = ms(lat[len(lat)-1]), ms(sum/time.Duration(len(lat)))
+	}
+	if err := run.proc.stop(30 * time.Second); err != nil {
+		b.logf("latency: %v", err)
+	}
+	res.RelayWarnings, res.RelayErrors = run.proc.problemLines()
+	run.proc = nil
+	return res, nil
+}
+
+const insertOneSQL = `INSERT INTO outbox (app_id, event_type, data) VALUES ($1, $2, $3::jsonb) RETURNING id, created_at`
+
+// insertOne writes row i in its own transaction and returns its key.
+func insertOne(ctx context.Context, pool *pgxpool.Pool, run string, i int) (string, error) {
+	app, typ, data := event(run, i, 0)
+	var id int64
+	var created time.Time
+	if err := pool.QueryRow(ctx, insertOneSQL, app, typ, data).Scan(&id, &created); err != nil {
+		return "", fmt.Errorf("insert outbox row: %w", err)
+	}
+	return dispatch.Key(id, created, 0), nil
+}
+
+func pct(sorted []time.Duration, q float64) time.Duration {
+	i := int(q*float64(len(sorted))+0.999999) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// noopArgs is the River reference's job: it does nothing.
+type noopArgs struct{}
+
+func (noopArgs) Kind() string { return "bench_noop" }
+
+type noopWorker struct {
+	river.WorkerDefaults[noopArgs]
+	left *atomic.Int64
+	done chan struct{}
+}
+
+func (w *noopWorker) Work(context.Context, *river.Job[noopArgs]) error {
+	if w.left.Add(-1) == 0 {
+		close(w.done)
+	}
+	return nil
+}
+
+// riverNoop inserts n no-op jobs and times River working them down with
+// the relay's settings, in this process, on the same database.
+func (b *bench) riverNoop(ctx context.Context, n int) (_ DrainResult, err error) {
+	res := DrainResult{Scenario: "river-noop", Rows: n}
+	sch, err := b.newSchema(ctx, "bench_river", relayDBMaxConns)
+	if err != nil {
+		return res, err
+	}
+	defer b.dropSchema(sch)
+
+	left := new(atomic.Int64)
+	left.Store(int64(n))
+	done := make(chan struct{})
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &noopWorker{left: left, done: done})
+	client, err := river.NewClient(riverpgxv5.New(sch.pool), &river.Config{
+		Logger:            slog.New(slog.DiscardHandler),
+		Queues:            map[string]river.QueueConfig{"bench": {MaxWorkers: b.opts.concurrency}},
+		Workers:           workers,
+		FetchCooldown:     riverFetchCooldown,
+		FetchPollInterval: riverFetchPollInterval,
+	})
+	if err != nil {
+		return res, fmt.Errorf("river client: %w", err)
+	}
+	t := time.Now()
+	params := make([]river.InsertManyParams, 0, 1000)
+	for i := 0; i < n; i += 1000 {
+		params = params[:0]
+		for range min(1000, n-i) {
+			params = append(params, river.InsertManyParams{Args: noopArgs{}, InsertOpts: &river.InsertOpts{Queue: "bench"}})
+		}
+		if _, err := client.InsertMany(ctx, params); err != nil {
+			return res, fmt.Errorf("insert no-op jobs: %w", err)
+		}
+	}
+	if _, err := sch.pool.Exec(ctx, "ANALYZE river_job"); err != nil {
+		return res, err
+	}
+	res.InsertSecs = time.Since(t).Seconds()
+
+	m := b.mark()
+	start := time.Now()
+	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
+		return res, fmt.Errorf("start river client: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_ = client.Stop(sctx)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return res, ctx.Err()
+	case <-time.After(time.Duration(n/200)*time.Second + 30*time.Second):
+		return res, fmt.Errorf("river no-op: %d of %d jobs left", left.Load(), n)
+	}
+	elapsed := time.Since(start)
+	res.Usage = b.usageSince(m, procUsage{}, n)
+	res.Seconds = elapsed.Seconds()
+	res.RowsPerSec = float64(n) / elapsed.Seconds()
+	return res, nil
+}
+
+func sanitize(s string) string {
+	out := []byte(s)
+	for i, c := range out {
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+			out[i] = '_'
+		}
+	}
+	return string(out)
+}
