@@ -32,8 +32,8 @@ type CLI struct {
 // Globals are settings every command shares.
 type Globals struct {
 	DatabaseURL string `name:"database-url" env:"DATABASE_URL" placeholder:"URL" help:"PostgreSQL connection URL; set search_path in it (?search_path=relay) to keep the relay out of public."`
-	LogFormat   string `name:"log-format" env:"RELAY_LOG_FORMAT" default:"json" enum:"json,console" help:"Log format: json or console."`
-	LogLevel    string `name:"log-level" env:"RELAY_LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error."`
+	LogFormat   string `name:"log-format" env:"RELAY_LOG_FORMAT" default:"json" help:"Log format: json or console."`
+	LogLevel    string `name:"log-level" env:"RELAY_LOG_LEVEL" default:"info" help:"Log level: debug, info, warn or error."`
 }
 
 // usageError is a missing or invalid setting: exit code 2.
@@ -49,7 +49,19 @@ type exitCode int
 
 func (e exitCode) Error() string { return "exit " + strconv.Itoa(int(e)) }
 
-func parse(args []string) (*CLI, *kong.Context, error) {
+// Validate checks the shared settings (exit code 2, naming the variable).
+func (g *Globals) Validate() error {
+	switch {
+	case g.LogFormat != "json" && g.LogFormat != "console":
+		return usagef("RELAY_LOG_FORMAT (--log-format) must be json or console, got %q", g.LogFormat)
+	case g.LogLevel != "debug" && g.LogLevel != "info" && g.LogLevel != "warn" && g.LogLevel != "error":
+		return usagef("RELAY_LOG_LEVEL (--log-level) must be debug, info, warn or error, got %q", g.LogLevel)
+	}
+	return nil
+}
+
+// parse parses args; commands receive ctx as their context.Context.
+func parse(ctx context.Context, args []string) (*CLI, *kong.Context, error) {
 	var cli CLI
 	parser, err := kong.New(&cli,
 		kong.Name("relay"),
@@ -59,7 +71,7 @@ func parse(args []string) (*CLI, *kong.Context, error) {
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Exit(func(code int) { panic(exitCode(code)) }),
-		kong.BindTo(context.Background(), (*context.Context)(nil)),
+		kong.BindTo(ctx, (*context.Context)(nil)),
 	)
 	if err != nil {
 		return nil, nil, err

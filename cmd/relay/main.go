@@ -20,7 +20,7 @@ func main() {
 // run parses args, runs the command and returns the exit code: 0 on
 // success, 2 for bad usage or settings, 1 for any other failure.
 func run(ctx context.Context, args []string) int {
-	cli, kctx, err := parse(args)
+	cli, kctx, err := parse(ctx, args)
 	if err != nil {
 		var exit exitCode
 		if errors.As(err, &exit) {
@@ -29,10 +29,6 @@ func run(ctx context.Context, args []string) int {
 		fmt.Fprintf(os.Stderr, "relay: %v\n", err)
 		return 2
 	}
-	// Bound as the context.Context interface: kong binds a bare ctx by its
-	// concrete type, and the commands would get parse's Background instead,
-	// never seeing SIGTERM.
-	kctx.BindTo(ctx, (*context.Context)(nil))
 	if err := kctx.Run(&cli.Globals); err != nil {
 		var usage *usageError
 		if errors.As(err, &usage) {
