@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"encoding/json"
+	"fmt"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
@@ -9,6 +10,10 @@ import (
 
 // DeliverArgs is the River job for one outbox row. It carries the row's
 // content, copied at claim time, so a delivery needs no read of the row.
+//
+// In river_job.args only the fields that identify the row (outbox_id,
+// created_us, resends) are JSON fields; the rest travels packed in one
+// string, "row" (see MarshalJSON).
 type DeliverArgs struct {
 	OutboxID  int64           `json:"outbox_id" river:"unique"`
 	CreatedUS int64           `json:"created_us"`                       // created_at in Unix microseconds, part of the key
@@ -26,6 +31,68 @@ type DeliverArgs struct {
 	// again. Unset (jobs made before it existed, rows behind another),
 	// the worker checks before sending.
 	HeadOfKey bool `json:"head_of_key,omitempty"`
+}
+
+// deliverArgsJSON is DeliverArgs as stored in river_job.args.
+//
+// River indexes args with GIN (jsonb_ops): one index entry per key and per
+// scalar value, written again for every version of the job's row (insert,
+// fetch, completion). Spread over thirty keys and values, a row's content
+// made that index the largest single cost of a delivery in PostgreSQL;
+// packed into one string it is a handful of entries. Jobs written before
+// the packing (the row's fields at the top level) still decode.
+type deliverArgsJSON struct {
+	OutboxID  int64  `json:"outbox_id"`
+	CreatedUS int64  `json:"created_us"`
+	Resends   int    `json:"resends,omitempty"`
+	Row       string `json:"row,omitempty"` // packedRow as JSON text
+
+	packedRow // jobs from before the packing
+}
+
+// packedRow is the part of DeliverArgs packed into deliverArgsJSON.Row.
+type packedRow struct {
+	AppID     string          `json:"app_id,omitempty"`
+	EventType string          `json:"event_type,omitempty"`
+	Data      json.RawMessage `json:"data,omitempty"`
+	OrderSeq  int64           `json:"order_seq,omitempty"`
+	AssetID   string          `json:"asset_id,omitempty"`
+	EntityID  string          `json:"entity_id,omitempty"`
+	HeadOfKey bool            `json:"head_of_key,omitempty"`
+}
+
+// MarshalJSON encodes the job's args: the row's identity as fields, its
+// content packed into "row".
+func (a DeliverArgs) MarshalJSON() ([]byte, error) {
+	row, err := json.Marshal(packedRow{AppID: a.AppID, EventType: a.EventType, Data: a.Data,
+		OrderSeq: a.OrderSeq, AssetID: a.AssetID, EntityID: a.EntityID, HeadOfKey: a.HeadOfKey})
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(struct {
+		OutboxID  int64  `json:"outbox_id"`
+		CreatedUS int64  `json:"created_us"`
+		Resends   int    `json:"resends,omitempty"`
+		Row       string `json:"row"`
+	}{a.OutboxID, a.CreatedUS, a.Resends, string(row)})
+}
+
+// UnmarshalJSON decodes what MarshalJSON wrote, and the args of jobs
+// written before the packing.
+func (a *DeliverArgs) UnmarshalJSON(b []byte) error {
+	var j deliverArgsJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	if j.Row != "" {
+		if err := json.Unmarshal([]byte(j.Row), &j.packedRow); err != nil {
+			return fmt.Errorf("decode packed row of outbox row %d: %w", j.OutboxID, err)
+		}
+	}
+	p := j.packedRow
+	*a = DeliverArgs{OutboxID: j.OutboxID, CreatedUS: j.CreatedUS, Resends: j.Resends, AppID: p.AppID, EventType: p.EventType,
+		Data: p.Data, OrderSeq: p.OrderSeq, AssetID: p.AssetID, EntityID: p.EntityID, HeadOfKey: p.HeadOfKey}
+	return nil
 }
 
 // DeliverKind is the River job kind of DeliverArgs.

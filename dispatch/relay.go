@@ -193,9 +193,13 @@ func New(pool *pgxpool.Pool, sender Sender, cfg Config) (*Relay, error) {
 	}
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Logger:        slog.New(zapslog.NewHandler(cfg.Logger.Core(), zapslog.WithName("river"))),
-		Queues:        map[string]river.QueueConfig{cfg.Queue: {MaxWorkers: cfg.Concurrency}},
+		// The queue fetches at most every 5 ms. The client's own cooldown
+		// spaces its insert notifications (one per queue per cooldown): a
+		// claim committed inside that window notifies nobody and its jobs
+		// wait for the next claim or the poll, so it is kept at 1 ms.
+		Queues:        map[string]river.QueueConfig{cfg.Queue: {MaxWorkers: cfg.Concurrency, FetchCooldown: 5 * time.Millisecond}},
 		Workers:       workers,
-		FetchCooldown: 5 * time.Millisecond,
+		FetchCooldown: time.Millisecond,
 		// Jobs made available without an insert notification (a snoozed
 		// row woken by its predecessor, a retry) wait for this poll.
 		FetchPollInterval:           min(cfg.PollInterval, 100*time.Millisecond),

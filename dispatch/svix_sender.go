@@ -119,19 +119,18 @@ func (s *SvixSender) CheckAuth(ctx context.Context) error {
 	return nil
 }
 
-// payloadOf builds {"type": ..., "data": ...}, decoding data with UseNumber
-// so that numbers reach Svix digit for digit.
+// payloadOf builds {"type": ..., "data": ...} with data as the row's JSON
+// text, unchanged, so that numbers reach Svix digit for digit without
+// decoding and encoding the data again.
 func payloadOf(msg Message) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(msg.Data))
-	dec.UseNumber()
-	var data map[string]any
-	if err := dec.Decode(&data); err != nil {
-		return nil, fmt.Errorf("decode outbox data: %w", err)
-	}
-	if data == nil {
+	data := bytes.TrimSpace(msg.Data)
+	if len(data) == 0 || data[0] != '{' {
 		return nil, errors.New("outbox data is not a JSON object")
 	}
-	return map[string]any{"type": msg.EventType, "data": data}, nil
+	if !json.Valid(data) {
+		return nil, errors.New("outbox data is not valid JSON")
+	}
+	return map[string]any{"type": msg.EventType, "data": json.RawMessage(data)}, nil
 }
 
 func isConflict(err error) bool {

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/mediaplatform/relay/dispatch"
@@ -39,9 +41,13 @@ func (c *RunCmd) retention() time.Duration {
 	return time.Duration(c.Retention)
 }
 
-// withRiverUI adds River UI to cfg when its credentials are set; its
-// background services stop with ctx.
-func (c *RunCmd) withRiverUI(ctx context.Context, cfg server.Config, relay *dispatch.Relay, log *zap.Logger) (server.Config, error) {
+// withOps completes the HTTP server's config: relay_ready in the metrics,
+// and River UI when its credentials are set (its background services stop
+// with ctx).
+func (c *RunCmd) withOps(ctx context.Context, cfg server.Config, relay *dispatch.Relay, reg prometheus.Registerer, log *zap.Logger) (server.Config, error) {
+	if err := reg.Register(server.ReadyGauge(relay.Ready)); err != nil {
+		return cfg, fmt.Errorf("register relay_ready: %w", err)
+	}
 	if c.RiverUIUser == "" || c.RiverUIPassword == "" {
 		return cfg, nil
 	}

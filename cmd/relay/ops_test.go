@@ -362,12 +362,34 @@ func TestOpsHTTP(t *testing.T) {
 			"relay_rows_failed ",
 			"relay_oldest_undelivered_age_seconds ",
 			"relay_rate_limit_waits_total ",
+			"relay_ready 1",
 			"go_goroutines ",
 			"process_resident_memory_bytes ",
 		} {
 			if !strings.Contains(body, want) {
 				t.Errorf("/metrics lacks %q", want)
 			}
+		}
+	})
+
+	// zap JSON lines, River's own logs bridged into them, fixed field names.
+	t.Run("Logs", func(t *testing.T) {
+		river, delivered := 0, 0
+		for _, l := range p.logLines() {
+			if l["logger"] == "river" {
+				river++
+			}
+			if l["msg"] == "delivered" {
+				delivered++
+				for _, k := range []string{"outbox_id", "app_id", "event_type", "attempt", "svix_msg_id", "ts", "level"} {
+					if _, ok := l[k]; !ok {
+						t.Errorf("delivered log line lacks %q: %v", k, l)
+					}
+				}
+			}
+		}
+		if river == 0 || delivered != 5 {
+			t.Errorf("%d River log lines, %d delivered lines; want River's logs in the relay's and 5 deliveries\n%s", river, delivered, p.stderr.String())
 		}
 	})
 
@@ -400,6 +422,52 @@ func TestOpsHTTP(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestOpsHelp checks that help shows secrets only as set or unset, and every
+// on-call command's settings with their environment variables.
+func TestOpsHelp(t *testing.T) {
+	t.Parallel()
+	const dbSecret = "hunter2-db-password"
+	env := relayEnv("DATABASE_URL=postgres://u:"+dbSecret+"@127.0.0.1/db", "SVIX_AUTH_TOKEN="+secretToken)
+	for _, args := range [][]string{{"--help"}, {"run", "--help"}} {
+		code, stdout, stderr := relay(t, env, args...)
+		out := stdout + stderr
+		if code != 0 {
+			t.Fatalf("relay %s: exit %d", strings.Join(args, " "), code)
+		}
+		for _, want := range []string{"DATABASE_URL set", "SVIX_AUTH_TOKEN set", "RELAY_RIVERUI_PASSWORD unset"} {
+			if !strings.Contains(strings.Join(strings.Fields(out), " "), want) {
+				t.Errorf("relay %s does not say %q:\n%s", strings.Join(args, " "), want, out)
+			}
+		}
+		for _, secret := range []string{secretToken, dbSecret} {
+			if strings.Contains(out, secret) {
+				t.Errorf("relay %s prints a secret", strings.Join(args, " "))
+			}
+		}
+	}
+	if code, stdout, _ := relay(t, relayEnv(), "version"); code != 0 || !strings.HasPrefix(stdout, "relay ") {
+		t.Errorf("relay version: exit %d, %q", code, stdout)
+	}
+	for cmd, wants := range map[string][]string{
+		"run":         {"$RELAY_RETENTION", "$RELAY_PRUNE_INTERVAL", "$RELAY_PRUNE_BATCH", "$RELAY_RIVERUI_USER", "$RELAY_RIVERUI_PASSWORD", "retention=7d"},
+		"prune":       {"$RELAY_RETENTION", "$RELAY_PRUNE_BATCH", "--failed-before", "--delivered-before", "--dry-run"},
+		"replay":      {"--id", "--failed", "--since", "--event-type", "--app", "--force-resend", "--dry-run"},
+		"status":      {"--json", "--failures=10"},
+		"svix sync":   {"$SVIX_AUTH_TOKEN", "$SVIX_SERVER_URL", "--dry-run"},
+		"healthcheck": {"$RELAY_HTTP_ADDR"},
+	} {
+		code, stdout, _ := relay(t, relayEnv(), append(strings.Fields(cmd), "--help")...)
+		if code != 0 {
+			t.Errorf("relay %s --help: exit %d", cmd, code)
+		}
+		for _, want := range wants {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("relay %s --help lacks %q", cmd, want)
+			}
+		}
+	}
 }
 
 // getAuth fetches url with basic auth.

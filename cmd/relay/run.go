@@ -31,7 +31,7 @@ type RunCmd struct {
 	BackoffMax      time.Duration `name:"backoff-max" env:"RELAY_BACKOFF_MAX" default:"60s" help:"Longest retry delay; also bounds recovery after a Svix outage."`
 	PollInterval    time.Duration `name:"poll-interval" env:"RELAY_POLL_INTERVAL" default:"1s" help:"How often to look for rows without a notification."`
 	PollOnly        bool          `name:"poll-only" env:"RELAY_POLL_ONLY" help:"Do not LISTEN (for PgBouncer transaction pooling); poll every --poll-interval."`
-	Ordering        string        `name:"ordering" env:"RELAY_ORDERING" default:"asset" enum:"asset,entity,off" help:"Rows that reach Svix in commit order: asset (per app_id and data.asset_id), entity (per app_id and data.entity_id) or off."`
+	Ordering        string        `name:"ordering" env:"RELAY_ORDERING" default:"asset" help:"Rows that reach Svix in commit order: asset (per app_id and data.asset_id), entity (per app_id and data.entity_id) or off."`
 	BlockOnFailure  bool          `name:"block-on-failure" env:"RELAY_BLOCK_ON_FAILURE" help:"A failed row holds back the later rows of its ordering key until it is replayed (default: they go on without it)."`
 	ClaimBatch      int           `name:"claim-batch" env:"RELAY_CLAIM_BATCH" default:"500" help:"Most rows claimed per transaction."`
 	DBMaxConns      int32         `name:"db-max-conns" env:"RELAY_DB_MAX_CONNS" default:"20" help:"Database connections in the pool."`
@@ -47,6 +47,8 @@ type RunCmd struct {
 // Validate checks settings before anything starts (exit code 2).
 func (c *RunCmd) Validate() error {
 	switch {
+	case c.Ordering != "asset" && c.Ordering != "entity" && c.Ordering != "off":
+		return usagef("RELAY_ORDERING (--ordering) must be asset, entity or off, got %q", c.Ordering)
 	case c.SvixAuthToken == "":
 		return usagef("SVIX_AUTH_TOKEN (--svix-auth-token) is required: the Svix API token")
 	case c.Concurrency < 1 || c.Concurrency > 10000:
@@ -131,7 +133,7 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 	}
 
 	if c.HTTPAddr != "" {
-		srvCfg, err := c.withRiverUI(ctx, server.Config{Addr: c.HTTPAddr, Ready: relay.Ready, Gatherer: reg, Logger: log}, relay, log)
+		srvCfg, err := c.withOps(ctx, server.Config{Addr: c.HTTPAddr, Ready: relay.Ready, Gatherer: reg, Logger: log}, relay, reg, log)
 		if err != nil {
 			return err
 		}

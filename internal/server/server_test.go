@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,9 +47,14 @@ func TestHandler(t *testing.T) {
 		c := prometheus.NewCounter(prometheus.CounterOpts{Name: "relay_test_total", Help: "test"})
 		reg.MustRegister(c)
 		c.Inc()
-		var readyErr error
+		var notReady atomic.Bool // read by the server's goroutines
 		srv := httptest.NewServer(server.Handler(server.Config{
-			Ready:    func(context.Context) error { return readyErr },
+			Ready: func(context.Context) error {
+				if notReady.Load() {
+					return errors.New("svix rejects the auth token")
+				}
+				return nil
+			},
 			Gatherer: reg,
 		}))
 		t.Cleanup(srv.Close)
@@ -59,7 +65,7 @@ func TestHandler(t *testing.T) {
 		if code, _ := get(t, srv, "/readyz", "", ""); code != http.StatusOK {
 			t.Errorf("/readyz: %d, want 200", code)
 		}
-		readyErr = errors.New("svix rejects the auth token")
+		notReady.Store(true)
 		if code, body := get(t, srv, "/readyz", "", ""); code != http.StatusServiceUnavailable || !strings.Contains(body, "svix rejects") {
 			t.Errorf("/readyz while not ready: %d %q, want 503 with the reason", code, body)
 		}
@@ -68,6 +74,27 @@ func TestHandler(t *testing.T) {
 		}
 		if code, _ := get(t, srv, "/riverui/", "", ""); code != http.StatusNotFound {
 			t.Errorf("/riverui/ without admin configured: %d, want 404", code)
+		}
+	})
+
+	t.Run("ReadyGauge", func(t *testing.T) {
+		t.Parallel()
+		var notReady atomic.Bool
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(server.ReadyGauge(func(context.Context) error {
+			if notReady.Load() {
+				return errors.New("database: down")
+			}
+			return nil
+		}))
+		srv := httptest.NewServer(server.Handler(server.Config{Ready: func(context.Context) error { return nil }, Gatherer: reg}))
+		t.Cleanup(srv.Close)
+		if _, body := get(t, srv, "/metrics", "", ""); !strings.Contains(body, "relay_ready 1") {
+			t.Errorf("ready: /metrics lacks relay_ready 1:\n%s", body)
+		}
+		notReady.Store(true)
+		if _, body := get(t, srv, "/metrics", "", ""); !strings.Contains(body, "relay_ready 0") {
+			t.Errorf("not ready: /metrics lacks relay_ready 0:\n%s", body)
 		}
 	})
 

@@ -27,13 +27,17 @@ const (
 
 // countsSQL counts rows by state. Each subquery is an index-only scan of a
 // partial index (outbox_pending_idx, outbox_undelivered_idx,
-// outbox_failed_idx, outbox_delivered_idx).
+// outbox_delivered_idx, outbox_failed_idx). The last hour is bounded with
+// now(), not clock_timestamp(): a volatile bound cannot be an index
+// condition, and the count would filter every delivered row (2 s on 10M
+// rows, against about 100 ms for the index range of an hour at 10M rows a
+// day).
 const countsSQL = `
 SELECT
-    clock_timestamp(),
+    now(),
     (SELECT count(*) FROM outbox WHERE enqueued_at IS NULL AND delivered_at IS NULL AND failed_at IS NULL),
     (SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL),
-    (SELECT count(*) FROM outbox WHERE delivered_at >= clock_timestamp() - interval '1 hour'),
+    (SELECT count(*) FROM outbox WHERE delivered_at >= now() - interval '1 hour'),
     (SELECT count(*) FROM outbox WHERE failed_at IS NOT NULL)`
 
 // rowColumns are the columns of a reported row.
