@@ -20,13 +20,15 @@ import (
 // rows are marked enqueued by setClaimedSQL once their jobs exist, in the
 // same transaction.
 //
-// The last column tells whether no earlier row of the row's ordering key
-// is undelivered (the check orderer.wait makes, with the same predicate):
-// such a row is sent without asking again, which saves a query per row in
-// the common case of a key with one row in flight. Rows only leave that
-// state (a key's earlier rows stay delivered, or failed, until an
-// operator's replay), so the answer holds until the send, as the send-time
-// check's own answer holds until the send. $2 is false when ordering is off.
+// The last column says that no earlier row of the row's ordering key is
+// undelivered (orderer.wait's check, same predicate). Such a row is sent
+// without asking again, which saves a query per row in the common case of
+// one row of a key in flight. An earlier row, once delivered or failed,
+// stays so unless an operator replays it; such a replay between the claim
+// and the send is the only case where asking at send time would differ,
+// and then the later row goes first, as when the earlier row had failed.
+// $2 is false when ordering is off, $3 is BlockOnFailure, $4 orders by
+// entity.
 const claimSQL = `
 SELECT o.id, o.created_at, o.resends, o.app_id, o.event_type, o.data,
        coalesce(o.order_seq, 0), o.data ->> 'asset_id', o.data ->> 'entity_id',

@@ -37,10 +37,11 @@ type DeliverArgs struct {
 //
 // River indexes args with GIN (jsonb_ops): one index entry per key and per
 // scalar value, written again for every version of the job's row (insert,
-// fetch, completion). Spread over thirty keys and values, a row's content
-// made that index the largest single cost of a delivery in PostgreSQL;
-// packed into one string it is a handful of entries. Jobs written before
-// the packing (the row's fields at the top level) still decode.
+// fetch, completion). A row's content spread over some thirty keys and
+// values cost about 2.7 s of PostgreSQL time per 20,000 jobs taken through
+// those three versions; packed into one string, 1.4 s (empty args: 0.5 s).
+// Jobs written before the packing (the row's fields at the top level)
+// still decode.
 type deliverArgsJSON struct {
 	OutboxID  int64  `json:"outbox_id"`
 	CreatedUS int64  `json:"created_us"`

@@ -53,7 +53,7 @@ type orderer struct {
 	pool           *pgxpool.Pool
 	byEntity       bool
 	blockOnFailure bool
-	// recheck is how long a held-back row sleeps before it looks again,
+	// recheck is the longest a held-back row sleeps before it looks again,
 	// in case the wake-up from its predecessor was missed.
 	recheck time.Duration
 }
@@ -65,8 +65,11 @@ func (o *orderer) entity(a DeliverArgs) string {
 	return ""
 }
 
-// wait returns how long to snooze a, or 0 to send it now.
-func (o *orderer) wait(ctx context.Context, a DeliverArgs) (time.Duration, error) {
+// wait returns how long to snooze a, or 0 to send it now. The first
+// rechecks come soon (the row before is usually being sent, and its wake-up
+// is lost if it lands before this job's snooze is recorded); later ones
+// back off to recheck, so rows held behind a failing row cost little.
+func (o *orderer) wait(ctx context.Context, a DeliverArgs, snoozed int) (time.Duration, error) {
 	if a.OrderSeq == 0 { // written before ordering existed
 		return 0, nil
 	}
@@ -77,7 +80,12 @@ func (o *orderer) wait(ctx context.Context, a DeliverArgs) (time.Duration, error
 	if !earlier {
 		return 0, nil
 	}
-	return o.recheck + rand.N(o.recheck/2+1), nil
+	d := 250 * time.Millisecond
+	for i := 0; i < snoozed && d < o.recheck; i++ {
+		d *= 2
+	}
+	d = min(d, o.recheck)
+	return d + rand.N(d/2+1), nil
 }
 
 // nextMany returns, by outbox id, the job of the row waiting after each of

@@ -43,7 +43,7 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 		return river.JobSnooze(jitter(wait))
 	}
 	if r.ordering != nil && !a.HeadOfKey {
-		if wait, err := r.ordering.wait(ctx, a); err != nil {
+		if wait, err := r.ordering.wait(ctx, a, snoozes(job)); err != nil {
 			return fmt.Errorf("check order of outbox row %d: %w", a.OutboxID, err)
 		} else if wait > 0 {
 			return river.JobSnooze(wait)

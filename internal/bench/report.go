@@ -38,7 +38,8 @@ type Settings struct {
 	Concurrency       int      `json:"concurrency"`
 	RelayLogLevel     string   `json:"relay_log_level"`
 	RelayEnv          []string `json:"relay_env,omitempty"`
-	FetchCooldown     string   `json:"river_fetch_cooldown"`
+	ClientCooldown    string   `json:"river_client_fetch_cooldown"`
+	FetchCooldown     string   `json:"river_queue_fetch_cooldown"`
 	FetchPollInterval string   `json:"river_fetch_poll_interval"`
 	Scenarios         []string `json:"scenarios"`
 }
@@ -47,7 +48,7 @@ func settingsOf(o options) Settings {
 	return Settings{
 		Rows: o.rows, LatencyRate: o.latencyRate, LatencyDuration: o.latencyDuration.String(), LatencyConns: o.latencyConns,
 		RateCap: o.rateCap, RateCapRows: o.rateCapRows, Concurrency: o.concurrency, RelayLogLevel: o.logLevel,
-		RelayEnv: o.relayEnv, FetchCooldown: riverFetchCooldown.String(), FetchPollInterval: riverFetchPollInterval.String(),
+		RelayEnv: o.relayEnv, ClientCooldown: riverClientFetchCooldown.String(), FetchCooldown: riverQueueFetchCooldown.String(), FetchPollInterval: riverFetchPollInterval.String(),
 		Scenarios: o.scenarios,
 	}
 }
@@ -183,7 +184,8 @@ func (r *report) printTable(out io.Writer) {
 	fmt.Fprintf(out, "\nrelay bench: %d CPUs (%s), %s, %s; PostgreSQL %s (fsync %s, synchronous_commit %s); load average at start %s\n",
 		m.CPUs, m.CPUModel, m.MemTotal, m.GoVersion, m.PostgresVersion, m.PostgresFsync, m.PostgresSyncCommt, m.LoadAvg)
 	s := r.Settings
-	fmt.Fprintf(out, "relay: concurrency %d, River FetchCooldown %s, FetchPollInterval %s, log level %s", s.Concurrency, s.FetchCooldown, s.FetchPollInterval, s.RelayLogLevel)
+	fmt.Fprintf(out, "relay and River reference: concurrency (MaxWorkers) %d, queue FetchCooldown %s, FetchPollInterval %s; relay log level %s",
+		s.Concurrency, s.FetchCooldown, s.FetchPollInterval, s.RelayLogLevel)
 	if len(s.RelayEnv) > 0 {
 		fmt.Fprintf(out, ", env %s", strings.Join(s.RelayEnv, " "))
 	}

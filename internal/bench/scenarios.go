@@ -19,13 +19,14 @@ import (
 	"github.com/mediaplatform/relay/internal/svixfake"
 )
 
-// River settings of the relay's queue (dispatch.New), used again for the
-// no-op reference so that the two rates compare like with like.
+// River settings of the relay (dispatch.New), used again for the no-op
+// reference so that the two rates compare like with like.
 const (
-	riverFetchCooldown     = 5 * time.Millisecond
-	riverFetchPollInterval = time.Second
-	relayDBMaxConns        = 20 // RELAY_DB_MAX_CONNS default
-	relayConcurrency       = 100
+	riverClientFetchCooldown = time.Millisecond       // the client's: spaces insert notifications
+	riverQueueFetchCooldown  = 5 * time.Millisecond   // the queue's: spaces fetches
+	riverFetchPollInterval   = 100 * time.Millisecond // min(RELAY_POLL_INTERVAL, 100ms)
+	relayDBMaxConns          = 20                     // RELAY_DB_MAX_CONNS default
+	relayConcurrency         = 200                    // RELAY_CONCURRENCY default
 )
 
 // Usage is the CPU and memory a scenario cost.
@@ -93,21 +94,32 @@ type LatencyResult struct {
 
 // cpuMark is a point to measure CPU from.
 type cpuMark struct {
-	at        time.Time
-	pg, bench time.Duration
+	at               time.Time
+	pg, bench, relay time.Duration
 }
 
-func (b *bench) mark() cpuMark {
-	return cpuMark{at: time.Now(), pg: b.pg.total(), bench: selfCPU()}
+// mark notes the CPU used so far; relay is nil before the relay starts.
+func (b *bench) mark(relay *relayProc) (cpuMark, error) {
+	m := cpuMark{at: time.Now(), pg: b.pg.total(), bench: selfCPU()}
+	if relay != nil {
+		u, err := relay.usage()
+		if err != nil {
+			return m, err
+		}
+		m.relay = u.CPU
+	}
+	return m, nil
 }
 
-// usageSince fills u from m to now; relay is the relay's own usage (zero
-// when the scenario ran no relay).
+// usageSince is the usage of a scenario's rows from m to now; relay is the
+// relay's own usage now (zero when the scenario ran no relay). PostgreSQL's
+// CPU includes whatever else the cluster did meanwhile (in the latency
+// scenario, the bench's own INSERTs).
 func (b *bench) usageSince(m cpuMark, relay procUsage, rows int) Usage {
 	wall := time.Since(m.at)
 	u := Usage{
 		RelayPeakRSSMiB: float64(relay.PeakRSSKiB) / 1024,
-		RelayCPUSeconds: relay.CPU.Seconds(),
+		RelayCPUSeconds: max(relay.CPU-m.relay, 0).Seconds(),
 		BenchCPUSeconds: (selfCPU() - m.bench).Seconds(),
 	}
 	total := u.RelayCPUSeconds + u.BenchCPUSeconds
@@ -207,7 +219,10 @@ func (b *bench) drain(ctx context.Context, name string, rows int, svixLatency ti
 		extra = append(extra, "RELAY_RATE_LIMIT="+strconv.FormatFloat(rateLimit, 'f', -1, 64))
 	}
 
-	m := b.mark()
+	m, err := b.mark(nil)
+	if err != nil {
+		return res, err
+	}
 	start := time.Now()
 	if run.proc, err = startRelay(b.relayBin, b.relayEnv(name, run.fake, run.sch, extra...), filepath.Join(b.tmp, name+".log")); err != nil {
 		return res, err
@@ -305,7 +320,10 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 		at  time.Time
 	}
 	commits := make([]commit, total)
-	m := b.mark()
+	m, err := b.mark(run.proc)
+	if err != nil {
+		return res, err
+	}
 	t0 := time.Now().Add(10 * time.Millisecond)
 	// Row i is due at t0 + i×period; connection w writes rows w, w+conns, ...
 	gctx, stop := context.WithCancelCause(ctx)
@@ -429,9 +447,9 @@ func (b *bench) riverNoop(ctx context.Context, n int) (_ DrainResult, err error)
 	river.AddWorker(workers, &noopWorker{left: left, done: done})
 	client, err := river.NewClient(riverpgxv5.New(sch.pool), &river.Config{
 		Logger:            slog.New(slog.DiscardHandler),
-		Queues:            map[string]river.QueueConfig{"bench": {MaxWorkers: b.opts.concurrency}},
+		Queues:            map[string]river.QueueConfig{"bench": {MaxWorkers: b.opts.concurrency, FetchCooldown: riverQueueFetchCooldown}},
 		Workers:           workers,
-		FetchCooldown:     riverFetchCooldown,
+		FetchCooldown:     riverClientFetchCooldown,
 		FetchPollInterval: riverFetchPollInterval,
 	})
 	if err != nil {
@@ -453,7 +471,10 @@ func (b *bench) riverNoop(ctx context.Context, n int) (_ DrainResult, err error)
 	}
 	res.InsertSecs = time.Since(t).Seconds()
 
-	m := b.mark()
+	m, err := b.mark(nil)
+	if err != nil {
+		return res, err
+	}
 	start := time.Now()
 	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
 		return res, fmt.Errorf("start river client: %w", err)
