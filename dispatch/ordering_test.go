@@ -137,6 +137,43 @@ func TestOrdering(t *testing.T) {
 		b.assertDeliveredOnce(t, first)
 	})
 
+	t.Run("ReplayedRowGoesBeforeALaterRowInBackoff", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, setupOpts{config: func(c *dispatch.Config) { c.BackoffMin = time.Second; c.BackoffMax = time.Second }})
+		var mu sync.Mutex
+		seen := map[string]int{}
+		b.fake.SetInterceptor(func(r *svixfake.Request) (svixfake.Reply, bool) {
+			if r.Method != http.MethodPost || !strings.HasSuffix(r.Path, "/msg") {
+				return svixfake.Reply{}, false
+			}
+			mu.Lock()
+			seen[r.EventType]++
+			n := seen[r.EventType]
+			mu.Unlock()
+			switch {
+			case r.EventType == "asset.pending_payment" && n == 1:
+				return svixfake.Reply{Status: http.StatusUnprocessableEntity}, true // fails for good
+			case r.EventType == "asset.pending_payment" && n == 2:
+				time.Sleep(2500 * time.Millisecond) // the replayed send is slow
+			case r.EventType == "asset.ready" && n == 1:
+				return svixfake.Reply{Status: http.StatusServiceUnavailable}, true // backs off 1s
+			}
+			return svixfake.Reply{}, false
+		})
+		b.start(t)
+		first := b.emit(t, outbox.AssetPendingPayment("acme", "asset_1"))
+		waitFor(t, 20*time.Second, "the first row to fail", func() bool { return b.row(t, first).FailedAt != nil })
+		second := b.emit(t, outbox.AssetReady("acme", "asset_1", outbox.PreviousStatePendingPayment))
+		waitFor(t, 20*time.Second, "the later row's first attempt", func() bool { return b.row(t, second).Attempts == 1 })
+		if _, err := b.pool.Exec(ctx, `SELECT outbox_replay($1)`, first); err != nil {
+			t.Fatal(err)
+		}
+		b.waitDelivered(t, 2)
+		if got := acceptedOrder(t, b.fake)["asset_1"]; len(got) != 2 || got[0] != "asset.pending_payment" {
+			t.Errorf("svix accepted %v, want the replayed pending_payment before the ready that was backing off", got)
+		}
+	})
+
 	t.Run("FailedRowBlocksItsKeyUntilReplayed", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, setupOpts{config: func(c *dispatch.Config) { c.BlockOnFailure = true }})

@@ -42,8 +42,12 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 		// Svix asked everyone to slow down; do not spend a request.
 		return river.JobSnooze(jitter(wait))
 	}
-	if r.ordering != nil && !a.HeadOfKey {
-		if wait, err := r.ordering.wait(ctx, a, snoozes(job)); err != nil {
+	// The claim found no earlier row of the key undelivered; that holds for
+	// the job's first run only: by a retry, an earlier row may have been
+	// replayed and must go first.
+	snoozed := snoozes(job)
+	if r.ordering != nil && !(a.HeadOfKey && snoozed == 0 && job.Attempt <= 1) {
+		if wait, err := r.ordering.wait(ctx, a, snoozed); err != nil {
 			return fmt.Errorf("check order of outbox row %d: %w", a.OutboxID, err)
 		} else if wait > 0 {
 			return river.JobSnooze(wait)
