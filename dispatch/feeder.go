@@ -21,12 +21,12 @@ import (
 // same transaction.
 //
 // The last column says that no earlier row of the row's ordering key is
-// undelivered (orderer.wait's check, same predicate). Such a row is sent
-// without asking again, which saves a query per row in the common case of
-// one row of a key in flight. An earlier row, once delivered or failed,
-// stays so unless an operator replays it; such a replay between the claim
-// and the send is the only case where asking at send time would differ,
-// and then the later row goes first, as when the earlier row had failed.
+// undelivered (orderer.wait's check, same predicate). On its job's first
+// run such a row is sent without asking again, which saves a query per row
+// in the common case of one row of a key in flight; its retries ask again,
+// so an earlier row replayed while it backs off goes first. Only a replay
+// landing between the claim and the first send (milliseconds) can let the
+// later row go first, as when the earlier row had failed.
 // $2 is false when ordering is off, $3 is BlockOnFailure, $4 orders by
 // entity.
 const claimSQL = `
