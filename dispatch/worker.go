@@ -98,7 +98,7 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 	case errors.As(err, &rateLimited):
 		wait := rateLimited.RetryAfter
 		if wait <= 0 {
-			wait = backoff(snoozes(job)+1, r.cfg.BackoffMin, r.cfg.BackoffMax)
+			wait = backoff(snoozed+1, r.cfg.BackoffMin, r.cfg.BackoffMax)
 		}
 		r.pause(wait)
 		r.metrics.outcome(a.EventType, "rate_limited")
@@ -111,6 +111,10 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 			next: r.wakes(&a, true)})
 		if rerr != nil {
 			return fmt.Errorf("record failure of outbox row %d: %w", a.OutboxID, rerr)
+		}
+		if !res.applied {
+			log.Info("row already ended; dropping this attempt's job", zap.Error(err))
+			return nil
 		}
 		r.metrics.outcome(a.EventType, "failed")
 		r.failedInOrder(book, a, res)
