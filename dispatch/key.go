@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -12,6 +13,36 @@ import (
 // backup or a table rebuild), which a key of the bare id would not.
 func Key(id int64, createdAt time.Time, resends int) string {
 	return keyFromMicros(id, createdAt.UnixMicro(), resends)
+}
+
+// ParseKey reads a key made by Key back into the row's id, created_at and
+// resend count; ok is false for anything else.
+func ParseKey(key string) (id int64, createdAt time.Time, resends int, ok bool) {
+	rest, found := strings.CutPrefix(key, "ob_")
+	if !found {
+		return 0, time.Time{}, 0, false
+	}
+	parts := strings.Split(rest, "_")
+	if len(parts) < 2 || len(parts) > 3 {
+		return 0, time.Time{}, 0, false
+	}
+	id, err := strconv.ParseInt(parts[0], 10, 64)
+	if err != nil || id <= 0 {
+		return 0, time.Time{}, 0, false
+	}
+	us, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil {
+		return 0, time.Time{}, 0, false
+	}
+	if len(parts) == 3 {
+		n, found := strings.CutPrefix(parts[2], "r")
+		r, err := strconv.Atoi(n)
+		if !found || err != nil || r <= 0 {
+			return 0, time.Time{}, 0, false
+		}
+		resends = r
+	}
+	return id, time.UnixMicro(us), resends, true
 }
 
 func keyFromMicros(id, createdMicros int64, resends int) string {

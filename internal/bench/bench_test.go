@@ -49,7 +49,7 @@ func TestEventIsValid(t *testing.T) {
 	t.Parallel()
 	assets := map[string]bool{}
 	for i := range 200 {
-		app, typ, data := event("run1", i, 0)
+		app, typ, data := event("run1", i)
 		if err := outbox.Validate(outbox.Event{AppID: app, Type: outbox.EventType(typ), Data: json.RawMessage(data)}); err != nil {
 			t.Fatalf("row %d (%s %s %s): %v", i, app, typ, data, err)
 		}
@@ -68,11 +68,26 @@ func TestEventIsValid(t *testing.T) {
 
 func TestReadProcUsage(t *testing.T) {
 	t.Parallel()
-	u, err := readProcUsage(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if u.PeakRSSKiB <= 0 || u.CPU < 0 {
-		t.Errorf("usage of this process: %+v", u)
+	// Burn CPU until the kernel has counted some (it counts in ticks), so
+	// the CPU figure is shown to move, not merely to be non-negative.
+	deadline := time.Now().Add(10 * time.Second)
+	var sink uint64
+	for {
+		u, err := readProcUsage(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.PeakRSSKiB <= 0 {
+			t.Fatalf("usage of this process: %+v, want a peak RSS", u)
+		}
+		if u.CPU > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage of this process: %+v, want CPU time after 10 s of work (sink %d)", u, sink)
+		}
+		for i := range uint64(10_000_000) {
+			sink += i * i
+		}
 	}
 }

@@ -23,6 +23,7 @@ type benchSchema struct {
 
 // newSchema creates and migrates schema name; maxConns sizes its pool.
 func (b *bench) newSchema(ctx context.Context, name string, maxConns int32) (*benchSchema, error) {
+	name += "_" + b.runID // two benches on one database keep to their own schemas
 	if _, err := b.admin.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{name}.Sanitize()+" CASCADE"); err != nil {
 		return nil, fmt.Errorf("drop old schema %s: %w", name, err)
 	}
@@ -69,13 +70,9 @@ func (b *bench) dropSchema(s *benchSchema) {
 var eventTypes = []string{"render.completed", "cut.completed", "asset.ready", "asset.pending_payment"}
 
 // event returns row i of a run: its app, type and data. Every row has an
-// asset of its own (all ordering keys distinct) unless assets > 0, when
-// rows share assets round-robin.
-func event(run string, i, assets int) (app, eventType, data string) {
+// asset of its own, so all ordering keys are distinct.
+func event(run string, i int) (app, eventType, data string) {
 	asset := i
-	if assets > 0 {
-		asset = i % assets
-	}
 	app = "acct-" + strconv.Itoa(i%64)
 	eventType = eventTypes[i%len(eventTypes)]
 	prev := ""
@@ -94,7 +91,7 @@ func insertBacklog(ctx context.Context, pool *pgxpool.Pool, run string, rows int
 	for start := 0; start < rows; start += chunk {
 		n := min(chunk, rows-start)
 		src := pgx.CopyFromSlice(n, func(j int) ([]any, error) {
-			app, typ, data := event(run, start+j, 0)
+			app, typ, data := event(run, start+j)
 			return []any{app, typ, data}, nil
 		})
 		if _, err := pool.CopyFrom(ctx, pgx.Identifier{"outbox"}, []string{"app_id", "event_type", "data"}, src); err != nil {

@@ -396,7 +396,7 @@ const insertOneSQL = `INSERT INTO outbox (app_id, event_type, data) VALUES ($1, 
 
 // insertOne writes row i in its own transaction and returns its key.
 func insertOne(ctx context.Context, pool *pgxpool.Pool, run string, i int) (string, error) {
-	app, typ, data := event(run, i, 0)
+	app, typ, data := event(run, i)
 	var id int64
 	var created time.Time
 	if err := pool.QueryRow(ctx, insertOneSQL, app, typ, data).Scan(&id, &created); err != nil {

@@ -351,7 +351,7 @@ func (w *watcher) handle(d Delivery) {
 	r := Receipt{Delivery: d}
 	if m, ok := w.dev.message(d.App, d.SvixID); ok {
 		r.EventID, r.IdempotencyKey = m.EventID, m.IdempotencyKey
-		if id, created, ok := parseKey(m.EventID); ok {
+		if id, created, _, ok := dispatch.ParseKey(m.EventID); ok {
 			r.RowID = id
 			if e, ok := w.commits[id]; ok {
 				r.Latency = d.ReceivedAt.Sub(e.CommittedAt)
@@ -409,7 +409,7 @@ func decodeNumbers(b []byte, v any) error {
 // unrouted tells about a message of an app without an endpoint.
 func (w *watcher) unrouted(m svixfake.Message) {
 	row := "a message"
-	if id, _, ok := parseKey(m.EventID); ok {
+	if id, _, _, ok := dispatch.ParseKey(m.EventID); ok {
 		row = fmt.Sprintf("row %d", id)
 	}
 	fmt.Fprintf(w.print.w, "  note: %s (%s) was accepted by Svix as %s, but app %q has no endpoint, so it is delivered nowhere; use app %s\n",
@@ -513,7 +513,7 @@ func openPool(ctx context.Context, dbURL, schemaName string) (*pgxpool.Pool, err
 	}
 	cfg.MaxConns = 20 // the relay (River, its listener, the feeder, workers) and the demo's writes
 	if schemaName != "" {
-		cfg.ConnConfig.RuntimeParams["search_path"] = schemaName
+		cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{schemaName}.Sanitize() // keeps case and quotes
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

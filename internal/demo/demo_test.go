@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
@@ -354,5 +355,34 @@ func TestConfigValidate(t *testing.T) {
 
 	if _, err := demo.Run(t.Context(), demo.Config{}); err == nil || !strings.Contains(err.Error(), "DatabaseURL") {
 		t.Errorf("no DatabaseURL: %v", err)
+	}
+}
+
+// A schema name with capitals is kept as given, not folded to lower case
+// by an unquoted search_path.
+func TestRunMixedCaseSchema(t *testing.T) {
+	t.Parallel()
+	name := "Demo_" + strings.TrimPrefix(pgtest.NewSchema(t).Name, "t_")
+	admin, err := pgxpool.New(t.Context(), pgtest.BaseURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = admin.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{name}.Sanitize()+" CASCADE")
+		admin.Close()
+	})
+	var out lockedBuffer
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	r, err := demo.Run(ctx, demo.Config{DatabaseURL: pgtest.BaseURL(t), Schema: name, Out: &out, Logger: logger(t)})
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, out.String())
+	}
+	if r.Schema != name {
+		t.Errorf("schema %q, want %q", r.Schema, name)
+	}
+	var rows int
+	if err := admin.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{name, "outbox"}.Sanitize()).Scan(&rows); err != nil || rows == 0 {
+		t.Errorf("outbox in %s: %d rows, %v", name, rows, err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -88,26 +87,4 @@ func formatLatency(d time.Duration) string {
 		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
 	}
 	return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
-}
-
-// parseKey reads an outbox key, "ob_<id>_<created_at in Unix µs>" with an
-// optional "_r<n>" (dispatch.Key).
-func parseKey(key string) (id int64, createdAt time.Time, ok bool) {
-	rest, found := strings.CutPrefix(key, "ob_")
-	if !found {
-		return 0, time.Time{}, false
-	}
-	parts := strings.Split(rest, "_")
-	if len(parts) < 2 || len(parts) > 3 || (len(parts) == 3 && !strings.HasPrefix(parts[2], "r")) {
-		return 0, time.Time{}, false
-	}
-	id, err := strconv.ParseInt(parts[0], 10, 64)
-	if err != nil || id <= 0 {
-		return 0, time.Time{}, false
-	}
-	us, err := strconv.ParseInt(parts[1], 10, 64)
-	if err != nil {
-		return 0, time.Time{}, false
-	}
-	return id, time.UnixMicro(us), true
 }

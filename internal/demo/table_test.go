@@ -6,36 +6,6 @@ import (
 	"time"
 )
 
-func TestParseKey(t *testing.T) {
-	t.Parallel()
-
-	at := time.UnixMicro(1795824827763759)
-	tests := []struct {
-		key    string
-		id     int64
-		ok     bool
-		wantAt time.Time
-	}{
-		{"ob_3_1795824827763759", 3, true, at},
-		{"ob_42_1795824827763759_r2", 42, true, at},
-		{"ob_0_1795824827763759", 0, false, time.Time{}},
-		{"ob_x_1", 0, false, time.Time{}},
-		{"ob_3", 0, false, time.Time{}},
-		{"ob_3_1_x", 0, false, time.Time{}},
-		{"msg_3_1", 0, false, time.Time{}},
-		{"", 0, false, time.Time{}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.key, func(t *testing.T) {
-			t.Parallel()
-			id, got, ok := parseKey(tt.key)
-			if id != tt.id || ok != tt.ok || !got.Equal(tt.wantAt) {
-				t.Errorf("parseKey(%q) = %d, %s, %t; want %d, %s, %t", tt.key, id, got, ok, tt.id, tt.wantAt, tt.ok)
-			}
-		})
-	}
-}
-
 func TestPsqlTarget(t *testing.T) {
 	t.Parallel()
 
