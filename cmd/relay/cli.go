@@ -112,7 +112,7 @@ func (g *Globals) pool(ctx context.Context, maxConns int32) (*pgxpool.Pool, erro
 	}
 	cfg, err := pgxpool.ParseConfig(g.DatabaseURL)
 	if err != nil {
-		return nil, usagef("DATABASE_URL (--database-url) is not a valid PostgreSQL URL: %v", redactErr(err))
+		return nil, usagef("DATABASE_URL (--database-url) is not a valid PostgreSQL URL: %v", err) // pgx shows the password as xxxxx
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
@@ -122,15 +122,6 @@ func (g *Globals) pool(ctx context.Context, maxConns int32) (*pgxpool.Pool, erro
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
 	return pool, nil
-}
-
-// redactErr drops pgx's echo of the URL, which may hold a password.
-func redactErr(err error) string {
-	s := err.Error()
-	if len(s) > 200 {
-		s = s[:200]
-	}
-	return s
 }
 
 // VersionCmd prints the version.

@@ -19,6 +19,14 @@ type HealthcheckCmd struct {
 	Timeout  time.Duration `name:"timeout" default:"3s" help:"Timeout of the probe."`
 }
 
+// Validate refuses a timeout that could never succeed (exit code 2).
+func (c *HealthcheckCmd) Validate() error {
+	if c.Timeout <= 0 {
+		return usagef("--timeout must be positive, got %s", c.Timeout)
+	}
+	return nil
+}
+
 // Run exits 0 when the endpoint answers 200, 1 otherwise.
 func (c *HealthcheckCmd) Run(ctx context.Context) error {
 	host, port, err := net.SplitHostPort(c.HTTPAddr)

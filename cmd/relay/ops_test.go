@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -135,6 +136,12 @@ func TestOpsStatus(t *testing.T) {
 	for _, want := range []string{"pending", "in flight", "failed", fmt.Sprintf("row %d", oldest), "svix 422: validation: bad"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("status output lacks %q:\n%s", want, stdout)
+		}
+	}
+	// The labels are always printed; the counts beside them must be the rows'.
+	for _, want := range []string{`pending\s+1\b`, `in flight\s+1\b`, `failed\s+1\b`} {
+		if !regexp.MustCompile(want).MatchString(stdout) {
+			t.Errorf("status output does not match %s:\n%s", want, stdout)
 		}
 	}
 }

@@ -86,11 +86,11 @@ func printStatus(w io.Writer, rep status.Report) {
 	}
 }
 
-// oneLine keeps the first n bytes of s on one line.
+// oneLine keeps the first n characters of s on one line.
 func oneLine(s string, n int) string {
 	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > n {
-		return s[:n] + "..."
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "..."
 	}
 	return s
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	svix "github.com/svix/svix-webhooks/go"
 	"github.com/svix/svix-webhooks/go/models"
+
+	"github.com/mediaplatform/relay/outbox"
 )
 
 // listSQL reads the catalog.
@@ -76,8 +78,8 @@ func (t EventType) Schema() map[string]any {
 		entity = "Id of the asset the event is about (equal to asset_id)."
 	}
 	props := map[string]any{
-		"entity_id": map[string]any{"type": "string", "minLength": 1, "description": entity},
-		"asset_id":  map[string]any{"type": "string", "minLength": 1, "description": "Id of the asset."},
+		"entity_id": map[string]any{"type": "string", "minLength": 1, "maxLength": outbox.MaxIDLength, "description": entity},
+		"asset_id":  map[string]any{"type": "string", "minLength": 1, "maxLength": outbox.MaxIDLength, "description": "Id of the asset."},
 	}
 	required := []any{"entity_id", "asset_id"}
 	example := map[string]any{"entity_id": group + "_123", "asset_id": "asset_456"}

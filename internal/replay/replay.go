@@ -64,8 +64,9 @@ SELECT id, created_at, app_id, event_type, resends,
    FOR UPDATE`
 )
 
-// replaySQL is the database's replay; force re-sends a delivered row.
-const replaySQL = `SELECT outbox_replay($1, force => $2)`
+// replaySQL runs the database's replay on a batch of locked rows in one
+// statement; force re-sends delivered rows (it is ignored for others).
+const replaySQL = `SELECT count(*) FILTER (WHERE outbox_replay(id, force => $2)) FROM unnest($1::bigint[]) AS id`
 
 // DB is what a replay needs: a pool (or a connection).
 type DB interface {
@@ -238,6 +239,7 @@ func batch(ctx context.Context, db DB, ids []int64, opts Options, selected func(
 	}
 
 	items := make([]Item, 0, len(got))
+	var replay []int64
 	for _, x := range got {
 		it := Item{ID: x.id, AppID: x.app, EventType: x.typ, State: x.state.name(), Key: dispatch.Key(x.id, x.created, x.resends)}
 		switch {
@@ -251,13 +253,19 @@ func batch(ctx context.Context, db DB, ids []int64, opts Options, selected func(
 		default:
 			it.Action = Skip
 		}
-		if !opts.DryRun && it.Action != Skip {
-			var exists bool
-			if err := tx.QueryRow(ctx, replaySQL, x.id, it.Action == Resend).Scan(&exists); err != nil {
-				return fmt.Errorf("replay outbox row %d: %w", x.id, err)
-			}
+		if it.Action != Skip {
+			replay = append(replay, x.id)
 		}
 		items = append(items, it)
+	}
+	if !opts.DryRun && len(replay) > 0 {
+		var n int
+		if err := tx.QueryRow(ctx, replaySQL, replay, opts.Force).Scan(&n); err != nil {
+			return fmt.Errorf("replay %d outbox rows: %w", len(replay), err)
+		}
+		if n != len(replay) {
+			return fmt.Errorf("replay outbox rows: %d of %d still existed", n, len(replay))
+		}
 	}
 	if !opts.DryRun {
 		if err := tx.Commit(ctx); err != nil {
