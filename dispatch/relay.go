@@ -133,8 +133,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("backoff min (%s) must not exceed backoff max (%s)", c.BackoffMin, c.BackoffMax)
 	case c.Ordering != OrderByAsset && c.Ordering != OrderByEntity && c.Ordering != OrderOff:
 		return fmt.Errorf("ordering must be asset, entity or off, got %q", c.Ordering)
-	case c.ClaimBatch < 1:
-		return fmt.Errorf("claim batch must be at least 1, got %d", c.ClaimBatch)
+	case c.ClaimBatch < 1 || c.ClaimBatch > 10000:
+		return fmt.Errorf("claim batch must be 1 to 10000, got %d", c.ClaimBatch)
 	case c.PruneBatch < 1:
 		return fmt.Errorf("prune batch must be at least 1, got %d", c.PruneBatch)
 	case c.PruneInterval < 0:

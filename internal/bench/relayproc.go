@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mediaplatform/relay/internal/svixfake"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat:
@@ -245,4 +247,27 @@ func selfCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// waitFor waits until cond holds on the fake Svix, for at most timeout,
+// and gives up at once, with the relay's exit, when the relay dies first.
+func (p *relayProc) waitFor(ctx context.Context, fake *svixfake.Server, timeout time.Duration, cond func(*svixfake.Server) bool) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.exited:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := fake.WaitFor(ctx, cond)
+	select {
+	case <-p.exited:
+		if err != nil {
+			return fmt.Errorf("relay exited (%v); see %s", p.exitErr(), p.logPath)
+		}
+	default:
+	}
+	return err
 }

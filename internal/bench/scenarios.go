@@ -228,9 +228,7 @@ func (b *bench) drain(ctx context.Context, name string, rows int, svixLatency ti
 		return res, err
 	}
 	limit := time.Duration(float64(rows)/200*float64(time.Second)) + 30*time.Second
-	wctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	if err := run.fake.WaitFor(wctx, func(s *svixfake.Server) bool { return s.MessageCount() >= rows }); err != nil {
+	if err := run.proc.waitFor(ctx, run.fake, limit, func(s *svixfake.Server) bool { return s.MessageCount() >= rows }); err != nil {
 		return res, fmt.Errorf("%s: %d of %d rows reached svix within %s: %w", name, run.fake.MessageCount(), rows, limit, err)
 	}
 	elapsed := time.Since(start)
@@ -239,6 +237,8 @@ func (b *bench) drain(ctx context.Context, name string, rows int, svixLatency ti
 		return res, err
 	}
 	res.Usage = b.usageSince(m, relay, rows)
+	wctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
 	if err := waitRecorded(wctx, run.sch.pool); err != nil {
 		return res, fmt.Errorf("%s: %w", name, err)
 	}
@@ -306,9 +306,7 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 			return res, err
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = run.fake.WaitFor(wctx, func(s *svixfake.Server) bool { return s.MessageCount() >= warm })
-	cancel()
+	err = run.proc.waitFor(ctx, run.fake, 30*time.Second, func(s *svixfake.Server) bool { return s.MessageCount() >= warm })
 	if err != nil {
 		return res, fmt.Errorf("latency: warm-up rows not delivered: %w", err)
 	}
@@ -353,9 +351,7 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 		return res, fmt.Errorf("latency: insert: %w", err)
 	}
 	insertSecs := time.Since(t0).Seconds()
-	wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
-	err = run.fake.WaitFor(wctx, func(s *svixfake.Server) bool { return s.MessageCount() >= warm+total })
-	cancel()
+	err = run.proc.waitFor(ctx, run.fake, 30*time.Second, func(s *svixfake.Server) bool { return s.MessageCount() >= warm+total })
 	if err != nil {
 		b.logf("latency: %d of %d rows delivered 30 s after the last insert", run.fake.MessageCount()-warm, total)
 	}
