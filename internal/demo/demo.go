@@ -430,6 +430,11 @@ func (w *watcher) fail(when string) error {
 	}
 	n := len(w.commits)
 	msg := fmt.Sprintf("%d of %d events verified %s; missing: %s", n-len(w.pending), n, when, strings.Join(missing, ", "))
+	if len(w.report.Mismatched) > 0 {
+		// A delivery that arrived but differs from its row is the cause,
+		// not a lost one.
+		msg += "; delivered but different from the row: " + strings.Join(w.report.Mismatched, "; ")
+	}
 	fmt.Fprintf(w.print.w, "\nFAIL  %s\n", msg)
 	return errors.New(msg)
 }
