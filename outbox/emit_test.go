@@ -104,7 +104,7 @@ func TestEmit(t *testing.T) {
 		t.Parallel()
 		pool := pgtest.Pool(t)
 		for _, col := range []string{"attempts = 3", "resends = 1", "enqueued_at = now()", "job_id = 7", "delivered_at = now()",
-			"svix_message_id = 'msg_x'", "failed_at = now()", "last_error = 'x'", "replayed_at = now()"} {
+			"svix_message_id = 'msg_x'", "failed_at = now()", "last_error = 'x'", "replayed_at = now()", "commit_seq = 5"} {
 			name, value, _ := strings.Cut(col, " = ")
 			_, err := pool.Exec(ctx, `INSERT INTO outbox (app_id, event_type, data, `+name+`)
 				VALUES ('acme', 'cut.completed', '{"entity_id":"c","asset_id":"a"}', `+value+`)`)

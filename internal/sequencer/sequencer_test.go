@@ -1,0 +1,273 @@
+package sequencer_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
+
+	"github.com/mediaplatform/relay/internal/pgtest"
+	"github.com/mediaplatform/relay/internal/sequencer"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"))
+}
+
+const insertSQL = `INSERT INTO outbox (app_id, event_type, data)
+VALUES ('acme', 'asset.failed', jsonb_build_object('entity_id', $1::text, 'asset_id', 'asset_' || $1::text)) RETURNING id`
+
+func insert(t *testing.T, ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, entity string) int64 {
+	t.Helper()
+	var id int64
+	if err := q.QueryRow(ctx, insertSQL, entity).Scan(&id); err != nil {
+		t.Fatalf("insert %s: %v", entity, err)
+	}
+	return id
+}
+
+// seqOf returns the row's commit_seq, 0 when it has none yet.
+func seqOf(t *testing.T, ctx context.Context, pool *pgxpool.Pool, id int64) int64 {
+	t.Helper()
+	var seq *int64
+	if err := pool.QueryRow(ctx, `SELECT commit_seq FROM outbox WHERE id = $1`, id).Scan(&seq); err != nil {
+		t.Fatalf("read commit_seq of %d: %v", id, err)
+	}
+	if seq == nil {
+		return 0
+	}
+	return *seq
+}
+
+func newSequencer(t *testing.T, pool *pgxpool.Pool, cfg sequencer.Config) *sequencer.Sequencer {
+	t.Helper()
+	s, err := sequencer.New(pool, cfg)
+	if err != nil {
+		t.Fatalf("new sequencer: %v", err)
+	}
+	return s
+}
+
+func TestSequencer(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	t.Run("LateCommitGetsTheHigherNumber", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.Pool(t)
+		s := newSequencer(t, pool, sequencer.Config{})
+
+		// Transaction 1 takes the lower id and stays open.
+		tx1, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx1.Rollback(ctx) //nolint:errcheck // committed below
+		first := insert(t, ctx, tx1, "first")
+		second := insert(t, ctx, pool, "second") // commits at once
+
+		if n, err := s.Step(ctx); err != nil || n != 1 {
+			t.Fatalf("step with one committed row: n = %d, err = %v; want 1, nil", n, err)
+		}
+		var firstBefore *int64
+		if err := tx1.QueryRow(ctx, `SELECT commit_seq FROM outbox WHERE id = $1`, first).Scan(&firstBefore); err != nil || firstBefore != nil {
+			t.Fatalf("uncommitted row %d: commit_seq %v, err %v; want NULL", first, firstBefore, err)
+		}
+		secondSeq := seqOf(t, ctx, pool, second)
+		if secondSeq == 0 {
+			t.Fatalf("committed row %d has no commit_seq while an older transaction is open", second)
+		}
+
+		if err := tx1.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.Step(ctx); err != nil || n != 1 {
+			t.Fatalf("step after the late commit: n = %d, err = %v; want 1, nil", n, err)
+		}
+		if firstSeq := seqOf(t, ctx, pool, first); firstSeq <= secondSeq {
+			t.Fatalf("row %d (lower id, committed later) has commit_seq %d, want above %d of row %d", first, firstSeq, secondSeq, second)
+		}
+	})
+
+	t.Run("OneStepNumbersInIdOrder", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.Pool(t)
+		s := newSequencer(t, pool, sequencer.Config{Batch: 3})
+		var ids []int64
+		for i := range 10 {
+			ids = append(ids, insert(t, ctx, pool, "e"+string(rune('a'+i))))
+		}
+		if n, err := s.Step(ctx); err != nil || n != 10 {
+			t.Fatalf("step: n = %d, err = %v; want 10 over four batches", n, err)
+		}
+		prev := int64(0)
+		for _, id := range ids {
+			seq := seqOf(t, ctx, pool, id)
+			if seq != prev+1 {
+				t.Fatalf("row %d has commit_seq %d, want %d (numbers follow ids, without gaps)", id, seq, prev+1)
+			}
+			prev = seq
+		}
+	})
+
+	t.Run("ConcurrentStepsNeverShareANumber", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.Pool(t)
+		const writers, rows = 4, 50
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		errs := make(chan error, 8)
+		for range 3 {
+			s := newSequencer(t, pool, sequencer.Config{Batch: 7})
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := s.Step(ctx); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		var writersWG sync.WaitGroup
+		for w := range writers {
+			writersWG.Add(1)
+			go func() {
+				defer writersWG.Done()
+				for i := range rows {
+					if _, err := pool.Exec(ctx, insertSQL, string(rune('a'+w))+string(rune('a'+i%26))); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		writersWG.Wait()
+		close(stop)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		if _, err := newSequencer(t, pool, sequencer.Config{}).Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var total, distinct, unnumbered int
+		var maxSeq int64
+		err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT commit_seq), count(*) FILTER (WHERE commit_seq IS NULL), coalesce(max(commit_seq), 0) FROM outbox`).
+			Scan(&total, &distinct, &unnumbered, &maxSeq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if total != writers*rows || distinct != total || unnumbered != 0 || maxSeq != int64(total) {
+			t.Fatalf("rows %d, distinct numbers %d, unnumbered %d, max %d; want %d rows numbered 1..%d", total, distinct, unnumbered, maxSeq, writers*rows, writers*rows)
+		}
+	})
+
+	t.Run("NumbersAreNeverReusedAfterRowsAreDeleted", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.Pool(t)
+		s := newSequencer(t, pool, sequencer.Config{})
+		a := insert(t, ctx, pool, "a")
+		if _, err := s.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		before := seqOf(t, ctx, pool, a)
+		if _, err := pool.Exec(ctx, `DELETE FROM outbox`); err != nil {
+			t.Fatal(err)
+		}
+		b := insert(t, ctx, pool, "b")
+		if _, err := s.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if after := seqOf(t, ctx, pool, b); after <= before {
+			t.Fatalf("after pruning, a new row got commit_seq %d, want above %d", after, before)
+		}
+	})
+
+	t.Run("RefusesToNumberInsideAWritingTransaction", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.Pool(t)
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck // always rolled back
+		insert(t, ctx, tx, "own")
+		_, err = tx.Exec(ctx, `SELECT outbox_sequence()`)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || !strings.Contains(pgErr.Message, "written nothing") {
+			t.Fatalf("outbox_sequence in a writing transaction: err = %v, want a refusal", err)
+		}
+	})
+
+	t.Run("RefusesRepeatableRead", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.Pool(t)
+		tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck // always rolled back
+		_, err = tx.Exec(ctx, `SELECT outbox_sequence()`)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || !strings.Contains(pgErr.Message, "READ COMMITTED") {
+			t.Fatalf("outbox_sequence at repeatable read: err = %v, want a refusal naming READ COMMITTED", err)
+		}
+	})
+
+	t.Run("RunNumbersRowsByPollAndWake", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.Pool(t)
+		var mu sync.Mutex
+		seen := 0
+		s := newSequencer(t, pool, sequencer.Config{PollInterval: time.Hour, OnSequenced: func(n int) {
+			mu.Lock()
+			seen += n
+			mu.Unlock()
+		}})
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); s.Run(runCtx) }()
+		defer func() { cancel(); <-done }()
+
+		id := insert(t, ctx, pool, "woken")
+		deadline := time.Now().Add(10 * time.Second)
+		for seqOf(t, ctx, pool, id) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("row not numbered within 10s of a Wake")
+			}
+			s.Wake()
+			time.Sleep(10 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if seen != 1 {
+			t.Fatalf("OnSequenced saw %d rows, want 1", seen)
+		}
+	})
+
+	t.Run("ConfigIsValidated", func(t *testing.T) {
+		t.Parallel()
+		for _, cfg := range []sequencer.Config{{Batch: -1}, {PollInterval: -time.Second}, {StepTimeout: -1}} {
+			if _, err := sequencer.New(nil, cfg); err == nil {
+				t.Errorf("New(%+v) = nil error, want a refusal", cfg)
+			}
+		}
+	})
+}
