@@ -6,6 +6,8 @@ import (
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
+
+	"github.com/mediaplatform/relay/internal/msgkey"
 )
 
 // DeliverArgs is the River job for one outbox row. It carries the row's
@@ -103,7 +105,7 @@ const DeliverKind = "outbox.deliver"
 func (DeliverArgs) Kind() string { return DeliverKind }
 
 // Key returns the row's idempotency key.
-func (a DeliverArgs) Key() string { return keyFromMicros(a.OutboxID, a.CreatedUS, a.Resends) }
+func (a DeliverArgs) Key() string { return msgkey.FormatMicros(a.OutboxID, a.CreatedUS, a.Resends) }
 
 // liveStates are the job states in which a row's job is unique: one live
 // job per row, while a finished job does not stop a replay or a forced

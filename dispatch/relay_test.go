@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/mediaplatform/relay/dispatch"
+	"github.com/mediaplatform/relay/internal/msgkey"
 	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/internal/svixfake"
 	"github.com/mediaplatform/relay/outbox"
@@ -105,7 +106,7 @@ type row struct {
 	Resends     int
 }
 
-func (r row) key() string { return dispatch.Key(r.ID, r.CreatedAt, r.Resends) }
+func (r row) key() string { return msgkey.Format(r.ID, r.CreatedAt, r.Resends) }
 
 func (b *bundle) row(t *testing.T, id int64) row {
 	t.Helper()

@@ -26,7 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
-	"github.com/mediaplatform/relay/dispatch"
+	"github.com/mediaplatform/relay/internal/msgkey"
 	"github.com/mediaplatform/relay/internal/svixfake"
 )
 
@@ -380,7 +380,7 @@ type outboxRow struct {
 	Resends     int
 }
 
-func (r outboxRow) key() string { return dispatch.Key(r.ID, r.CreatedAt, r.Resends) }
+func (r outboxRow) key() string { return msgkey.Format(r.ID, r.CreatedAt, r.Resends) }
 
 func readRows(t *testing.T, pool *pgxpool.Pool) []outboxRow {
 	t.Helper()

@@ -17,7 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/mediaplatform/relay/dispatch"
+	"github.com/mediaplatform/relay/internal/msgkey"
 	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/internal/svixfake"
 )
@@ -162,7 +162,7 @@ func TestOpsReplay(t *testing.T) {
 			count(t, b.pool, fmt.Sprintf("id = %d AND failed_at IS NOT NULL", bad)) == 1
 	})
 	badRow := b.read(t, bad)
-	badKey := dispatch.Key(badRow.ID, badRow.CreatedAt, 0)
+	badKey := msgkey.Format(badRow.ID, badRow.CreatedAt, 0)
 
 	t.Run("UnknownID", func(t *testing.T) {
 		code, stdout, stderr := b.cli(t, "replay", "--id", "999999")
@@ -216,14 +216,14 @@ func TestOpsReplay(t *testing.T) {
 	t.Run("ForceResendNewKey", func(t *testing.T) {
 		before := b.read(t, good)
 		code, stdout, stderr := b.cli(t, "replay", "--id", fmt.Sprint(good), "--force-resend")
-		newKey := dispatch.Key(before.ID, before.CreatedAt, 1)
+		newKey := msgkey.Format(before.ID, before.CreatedAt, 1)
 		if code != 0 || !strings.Contains(stdout, newKey) {
 			t.Fatalf("replay --force-resend: exit %d, want 0 naming the new key %s\n%s%s", code, newKey, stdout, stderr)
 		}
 		waitFor(t, 30*time.Second, "the resent row delivered again", func() bool {
 			return count(t, b.pool, fmt.Sprintf("id = %d AND resends = 1 AND delivered_at IS NOT NULL", good)) == 1
 		})
-		first := b.messagesWithEventID(dispatch.Key(before.ID, before.CreatedAt, 0))
+		first := b.messagesWithEventID(msgkey.Format(before.ID, before.CreatedAt, 0))
 		second := b.messagesWithEventID(newKey)
 		if len(first) != 1 || len(second) != 1 || second[0].IdempotencyKey != newKey || first[0].ID == second[0].ID {
 			t.Fatalf("svix messages: %d under the row key, %d under %s; want one each, distinct", len(first), len(second), newKey)

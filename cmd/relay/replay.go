@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/mediaplatform/relay/internal/replay"
+	"github.com/mediaplatform/relay/internal/status"
 )
 
 // ReplayCmd hands outbox rows back to the relay.
@@ -63,7 +64,7 @@ func (c *ReplayCmd) Run(ctx context.Context, g *Globals) error {
 
 	if c.ID > 0 {
 		it, err := replay.One(ctx, pool, c.ID, opts)
-		if errors.Is(err, replay.ErrNotFound) {
+		if errors.Is(err, status.ErrNotFound) {
 			fmt.Fprintf(os.Stderr, "relay: no outbox row has id %d: nothing replayed\n", c.ID)
 			return exitCode(1)
 		}

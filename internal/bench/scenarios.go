@@ -16,6 +16,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/mediaplatform/relay/dispatch"
+	"github.com/mediaplatform/relay/internal/msgkey"
 	"github.com/mediaplatform/relay/internal/svixfake"
 )
 
@@ -398,7 +399,7 @@ func insertOne(ctx context.Context, pool *pgxpool.Pool, run string, i int) (stri
 	if err := pool.QueryRow(ctx, insertOneSQL, app, typ, data).Scan(&id, &created); err != nil {
 		return "", fmt.Errorf("insert outbox row: %w", err)
 	}
-	return dispatch.Key(id, created, 0), nil
+	return msgkey.Format(id, created, 0), nil
 }
 
 func pct(sorted []time.Duration, q float64) time.Duration {

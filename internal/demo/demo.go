@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mediaplatform/relay/dispatch"
+	"github.com/mediaplatform/relay/internal/msgkey"
 	"github.com/mediaplatform/relay/internal/svixfake"
 	"github.com/mediaplatform/relay/schema"
 )
@@ -351,7 +352,7 @@ func (w *watcher) handle(d Delivery) {
 	r := Receipt{Delivery: d}
 	if m, ok := w.dev.message(d.App, d.SvixID); ok {
 		r.EventID, r.IdempotencyKey = m.EventID, m.IdempotencyKey
-		if id, created, _, ok := dispatch.ParseKey(m.EventID); ok {
+		if id, created, _, ok := msgkey.Parse(m.EventID); ok {
 			r.RowID = id
 			if e, ok := w.commits[id]; ok {
 				r.Latency = d.ReceivedAt.Sub(e.CommittedAt)
@@ -409,7 +410,7 @@ func decodeNumbers(b []byte, v any) error {
 // unrouted tells about a message of an app without an endpoint.
 func (w *watcher) unrouted(m svixfake.Message) {
 	row := "a message"
-	if id, _, _, ok := dispatch.ParseKey(m.EventID); ok {
+	if id, _, _, ok := msgkey.Parse(m.EventID); ok {
 		row = fmt.Sprintf("row %d", id)
 	}
 	fmt.Fprintf(w.print.w, "  note: %s (%s) was accepted by Svix as %s, but app %q has no endpoint, so it is delivered nowhere; use app %s\n",

@@ -7,7 +7,7 @@
 //     for it;
 //   - a delivered row is left alone unless the resend is forced; then it is
 //     sent again as a new message, under the row key plus a resend counter
-//     (dispatch.Key with resends + 1), and the resend is recorded on the row
+//     (msgkey.Format with resends + 1), and the resend is recorded on the row
 //     (resends, replayed_at).
 //
 // Rows are locked while they are looked at and replayed, in batches of at
@@ -23,7 +23,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/mediaplatform/relay/dispatch"
+	"github.com/mediaplatform/relay/internal/msgkey"
 	"github.com/mediaplatform/relay/internal/status"
 )
 
@@ -73,9 +73,6 @@ type DB interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
-
-// ErrNotFound is returned by One for an id no outbox row has.
-var ErrNotFound = errors.New("no outbox row with that id")
 
 // Action is what a replay does, or would do, to a row.
 type Action string
@@ -130,7 +127,7 @@ type Summary struct {
 	Skipped  int `json:"skipped"`
 }
 
-// One replays the row with id, or returns ErrNotFound.
+// One replays the row with id, or returns status.ErrNotFound.
 func One(ctx context.Context, db DB, id int64, opts Options) (Item, error) {
 	var item Item
 	found := false
@@ -142,7 +139,7 @@ func One(ctx context.Context, db DB, id int64, opts Options) (Item, error) {
 		return Item{}, err
 	}
 	if !found {
-		return Item{}, fmt.Errorf("outbox row %d: %w", id, ErrNotFound)
+		return Item{}, fmt.Errorf("outbox row %d: %w", id, status.ErrNotFound)
 	}
 	return item, nil
 }
@@ -241,7 +238,7 @@ func batch(ctx context.Context, db DB, ids []int64, opts Options, selected func(
 	items := make([]Item, 0, len(got))
 	var replay []int64
 	for _, x := range got {
-		it := Item{ID: x.id, AppID: x.app, EventType: x.typ, State: x.state.name(), Key: dispatch.Key(x.id, x.created, x.resends)}
+		it := Item{ID: x.id, AppID: x.app, EventType: x.typ, State: x.state.name(), Key: msgkey.Format(x.id, x.created, x.resends)}
 		switch {
 		case selected != nil && !selected(x.state):
 			it.Action = Skip
@@ -249,7 +246,7 @@ func batch(ctx context.Context, db DB, ids []int64, opts Options, selected func(
 			it.Action = Requeue
 		case opts.Force:
 			it.Action = Resend
-			it.Key = dispatch.Key(x.id, x.created, x.resends+1)
+			it.Key = msgkey.Format(x.id, x.created, x.resends+1)
 		default:
 			it.Action = Skip
 		}

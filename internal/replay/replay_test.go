@@ -8,7 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/mediaplatform/relay/dispatch"
+	"github.com/mediaplatform/relay/internal/msgkey"
 	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/internal/replay"
 	"github.com/mediaplatform/relay/internal/status"
@@ -97,7 +97,7 @@ func TestOne(t *testing.T) {
 				t.Errorf("after replay: state %s resends %d, want %s %d", after.State, after.Resends, tt.wantState, tt.resends)
 			}
 			// The key reported is the one the relay will send under.
-			if wantKey := dispatch.Key(id, before.CreatedAt, tt.resends); it.Key != wantKey || after.Key != wantKey {
+			if wantKey := msgkey.Format(id, before.CreatedAt, tt.resends); it.Key != wantKey || after.Key != wantKey {
 				t.Errorf("key reported %q, row's key now %q, want %q", it.Key, after.Key, wantKey)
 			}
 			if it.Action != replay.Skip {
@@ -113,7 +113,7 @@ func TestOne(t *testing.T) {
 	t.Run("NotFound", func(t *testing.T) {
 		t.Parallel()
 		pool := pgtest.Pool(t)
-		if _, err := replay.One(t.Context(), pool, 4242, replay.Options{}); !errors.Is(err, replay.ErrNotFound) {
+		if _, err := replay.One(t.Context(), pool, 4242, replay.Options{}); !errors.Is(err, status.ErrNotFound) {
 			t.Errorf("One(unknown id) = %v, want ErrNotFound", err)
 		}
 	})
@@ -205,7 +205,7 @@ func TestSelect(t *testing.T) {
 			t.Fatalf("resent %v (%+v), want row %d", ids(items), sum, b.deliveredB)
 		}
 		r := row(t, b.pool, b.deliveredB)
-		if r.State != status.StatePending || r.Resends != 1 || items[0].Key != dispatch.Key(r.ID, r.CreatedAt, 1) {
+		if r.State != status.StatePending || r.Resends != 1 || items[0].Key != msgkey.Format(r.ID, r.CreatedAt, 1) {
 			t.Errorf("resent row %+v, item %+v: want pending with resends 1 and the _r1 key", r, items[0])
 		}
 		// Without force the same selection skips them.

@@ -14,7 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/mediaplatform/relay/dispatch"
+	"github.com/mediaplatform/relay/internal/msgkey"
 )
 
 // Row states as reported.
@@ -183,7 +183,7 @@ func queryRows(ctx context.Context, db Querier, now time.Time, sql string, args 
 		r := &out[i]
 		r.AgeSeconds = max(now.Sub(r.CreatedAt).Seconds(), 0)
 		r.State = stateOf(*r)
-		r.Key = dispatch.Key(r.ID, r.CreatedAt, r.Resends)
+		r.Key = msgkey.Format(r.ID, r.CreatedAt, r.Resends)
 	}
 	return out, nil
 }

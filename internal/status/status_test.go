@@ -10,7 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/mediaplatform/relay/dispatch"
+	"github.com/mediaplatform/relay/internal/msgkey"
 	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/internal/status"
 )
@@ -83,7 +83,7 @@ func TestRead(t *testing.T) {
 			t.Errorf("oldest = %+v, want row %d in flight with 3 attempts and its error", *o, oldest)
 		case o.Age() < 59*time.Minute || o.Age() > 2*time.Hour:
 			t.Errorf("oldest age %s, want about 1h", o.Age())
-		case o.Key != dispatch.Key(o.ID, o.CreatedAt, 0):
+		case o.Key != msgkey.Format(o.ID, o.CreatedAt, 0):
 			t.Errorf("oldest key %q, want the row's idempotency key", o.Key)
 		}
 		if len(rep.Failures) != 2 || rep.Failures[0].ID != second || rep.Failures[1].ID != first {
@@ -108,7 +108,7 @@ func TestGet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if row.State != status.StateDelivered || row.SvixMessageID != "msg_1" || row.Key != dispatch.Key(id, row.CreatedAt, 2) {
+	if row.State != status.StateDelivered || row.SvixMessageID != "msg_1" || row.Key != msgkey.Format(id, row.CreatedAt, 2) {
 		t.Errorf("row = %+v", row)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)

@@ -1,13 +1,13 @@
-package dispatch_test
+package msgkey_test
 
 import (
 	"testing"
 	"time"
 
-	"github.com/mediaplatform/relay/dispatch"
+	"github.com/mediaplatform/relay/internal/msgkey"
 )
 
-func TestParseKey(t *testing.T) {
+func TestParse(t *testing.T) {
 	t.Parallel()
 
 	at := time.UnixMicro(1795824827763759)
@@ -31,7 +31,7 @@ func TestParseKey(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.key, func(t *testing.T) {
 			t.Parallel()
-			id, got, resends, ok := dispatch.ParseKey(tt.key)
+			id, got, resends, ok := msgkey.Parse(tt.key)
 			if id != tt.id || resends != tt.resends || ok != tt.ok || !got.Equal(tt.wantAt) {
 				t.Errorf("ParseKey(%q) = %d, %s, %d, %t; want %d, %s, %d, %t", tt.key, id, got, resends, ok, tt.id, tt.wantAt, tt.resends, tt.ok)
 			}
@@ -41,8 +41,8 @@ func TestParseKey(t *testing.T) {
 	t.Run("RoundTrip", func(t *testing.T) {
 		t.Parallel()
 		for _, resends := range []int{0, 1, 17} {
-			key := dispatch.Key(99, at, resends)
-			id, got, r, ok := dispatch.ParseKey(key)
+			key := msgkey.Format(99, at, resends)
+			id, got, r, ok := msgkey.Parse(key)
 			if !ok || id != 99 || !got.Equal(at) || r != resends {
 				t.Errorf("ParseKey(Key(99, %s, %d)) = %d, %s, %d, %t", at, resends, id, got, r, ok)
 			}

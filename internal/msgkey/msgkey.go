@@ -1,4 +1,8 @@
-package dispatch
+// Package msgkey formats and parses the idempotency key of an outbox row's
+// Svix message, which is also the message's eventId. It depends on nothing
+// but the standard library, so the packages that only show or look up keys
+// (status, replay, the demo) need not import the dispatcher.
+package msgkey
 
 import (
 	"strconv"
@@ -6,18 +10,18 @@ import (
 	"time"
 )
 
-// Key is the idempotency key and eventId of an outbox row's message:
+// Format returns the idempotency key and eventId of an outbox row's message:
 // "ob_<id>_<created_at in Unix microseconds>", with "_r<n>" appended for the
 // n-th forced resend. It is stable for the row across retries, crashes and
 // replicas, and differs for a row that reuses an id (after a restore from
 // backup or a table rebuild), which a key of the bare id would not.
-func Key(id int64, createdAt time.Time, resends int) string {
-	return keyFromMicros(id, createdAt.UnixMicro(), resends)
+func Format(id int64, createdAt time.Time, resends int) string {
+	return FormatMicros(id, createdAt.UnixMicro(), resends)
 }
 
-// ParseKey reads a key made by Key back into the row's id, created_at and
+// Parse reads a key made by Format back into the row's id, created_at and
 // resend count; ok is false for anything else.
-func ParseKey(key string) (id int64, createdAt time.Time, resends int, ok bool) {
+func Parse(key string) (id int64, createdAt time.Time, resends int, ok bool) {
 	rest, found := strings.CutPrefix(key, "ob_")
 	if !found {
 		return 0, time.Time{}, 0, false
@@ -45,7 +49,8 @@ func ParseKey(key string) (id int64, createdAt time.Time, resends int, ok bool) 
 	return id, time.UnixMicro(us), resends, true
 }
 
-func keyFromMicros(id, createdMicros int64, resends int) string {
+// FormatMicros is Format with created_at given in Unix microseconds.
+func FormatMicros(id, createdMicros int64, resends int) string {
 	b := make([]byte, 0, 48)
 	b = append(b, "ob_"...)
 	b = strconv.AppendInt(b, id, 10)
