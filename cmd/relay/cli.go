@@ -22,7 +22,7 @@ type CLI struct {
 	Run         RunCmd         `cmd:"" help:"Deliver outbox rows to Svix until SIGTERM or SIGINT."`
 	Demo        DemoCmd        `cmd:"" help:"Run the whole flow locally (make demo): migrations, the relay, a dev Svix server and a receiver verifying every signed webhook. Logs go to stderr at warn level in the console format unless --log-level or --log-format is given."`
 	Status      StatusCmd      `cmd:"" help:"Show the outbox: rows by state, the oldest undelivered row, the latest failures (--json for scripts)."`
-	Replay      ReplayCmd      `cmd:"" help:"Hand rows back to the relay: one (--id) or a selection (--failed, --since, --event-type, --app); --dry-run shows what would happen."`
+	Replay      ReplayCmd      `cmd:"" help:"Hand rows back to the relay: one (--id) or a selection (--failed, --failed-since, --event-type, --app; --force-resend with --delivered-since); --dry-run shows what would happen."`
 	Prune       PruneCmd       `cmd:"" help:"Delete delivered rows past the retention, or failed rows (--failed-before), in small batches; --dry-run counts."`
 	Svix        SvixCmd        `cmd:"" help:"Svix utilities: svix sync registers the event types."`
 	Healthcheck HealthcheckCmd `cmd:"" help:"Probe a running relay's /readyz (a container health check); exit 0 when ready."`
