@@ -12,16 +12,16 @@ import (
 
 // ReplayCmd hands outbox rows back to the relay.
 type ReplayCmd struct {
-	ID          int64  `name:"id" placeholder:"N" help:"Replay the row with this id (any state but delivered; delivered too with --force-resend)."`
+	ID             int64  `name:"id" placeholder:"N" help:"Replay the row with this id (any state but delivered; delivered too with --force-resend)."`
 	Failed         bool   `name:"failed" help:"Select failed rows."`
 	FailedSince    moment `name:"failed-since" placeholder:"TIME" help:"Select rows that failed at or after TIME (failed_at, however long before they were written; implies --failed): 2026-05-01T12:00:00Z, 2026-05-01 or an age such as 2h or 3d."`
 	DeliveredSince moment `name:"delivered-since" placeholder:"TIME" help:"With --force-resend, select rows delivered at or after TIME (delivered_at)."`
 	Since          moment `name:"since" hidden:"" placeholder:"TIME" help:"Renamed: --failed-since (or --delivered-since)."`
-	EventType   string `name:"event-type" placeholder:"TYPE" help:"Select rows of this event type."`
-	App         string `name:"app" placeholder:"APP_ID" help:"Select rows of this app_id."`
-	ForceResend bool   `name:"force-resend" help:"Send delivered rows again, as new Svix messages under a new key (the row key plus a resend counter), recorded on the row. With a selection, selects delivered rows."`
-	DryRun      bool   `name:"dry-run" help:"Show what would be replayed; change nothing."`
-	JSON        bool   `name:"json" help:"Print one JSON object per row and a summary object."`
+	EventType      string `name:"event-type" placeholder:"TYPE" help:"Select rows of this event type."`
+	App            string `name:"app" placeholder:"APP_ID" help:"Select rows of this app_id."`
+	ForceResend    bool   `name:"force-resend" help:"Send delivered rows again, as new Svix messages under a new key (the row key plus a resend counter), recorded on the row. With a selection, selects delivered rows."`
+	DryRun         bool   `name:"dry-run" help:"Show what would be replayed; change nothing."`
+	JSON           bool   `name:"json" help:"Print one JSON object per row and a summary object."`
 }
 
 // Help is shown by relay replay --help.
