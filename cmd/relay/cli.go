@@ -60,10 +60,11 @@ func (g *Globals) Validate() error {
 	return nil
 }
 
-// parse parses args; commands receive ctx as their context.Context.
-func parse(ctx context.Context, args []string) (*CLI, *kong.Context, error) {
+// parse parses args; commands receive ctx as their context.Context. opts
+// are added to the parser's (tests redirect its output).
+func parse(ctx context.Context, args []string, opts ...kong.Option) (*CLI, *kong.Context, error) {
 	var cli CLI
-	parser, err := kong.New(&cli,
+	parser, err := kong.New(&cli, append([]kong.Option{
 		kong.Name("relay"),
 		kong.Description("relay turns committed outbox rows into Svix messages, exactly once per row.\n\n"+
 			"Every flag can also be set with the environment variable shown beside it. "+
@@ -72,7 +73,8 @@ func parse(ctx context.Context, args []string) (*CLI, *kong.Context, error) {
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Exit(func(code int) { panic(exitCode(code)) }),
 		kong.BindTo(ctx, (*context.Context)(nil)),
-	)
+		kong.Help(helpPrinter),
+	}, opts...)...)
 	if err != nil {
 		return nil, nil, err
 	}
