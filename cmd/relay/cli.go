@@ -107,6 +107,10 @@ func (g *Globals) logger() (*zap.Logger, error) {
 	return log, nil
 }
 
+// applicationName is the application_name of the relay's connections when
+// DATABASE_URL sets none.
+const applicationName = "relay"
+
 // pool opens the database named by DATABASE_URL (maxConns 0: pgx's default).
 func (g *Globals) pool(ctx context.Context, maxConns int32) (*pgxpool.Pool, error) {
 	if g.DatabaseURL == "" {
@@ -118,6 +122,12 @@ func (g *Globals) pool(ctx context.Context, maxConns int32) (*pgxpool.Pool, erro
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
+	}
+	// Name the connections in pg_stat_activity (each connection of the
+	// relay, the listeners outside the pool included, copies this config),
+	// unless the URL names them itself.
+	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
+		cfg.ConnConfig.RuntimeParams["application_name"] = applicationName
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
