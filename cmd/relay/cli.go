@@ -66,8 +66,8 @@ func parse(ctx context.Context, args []string, opts ...kong.Option) (*CLI, *kong
 	var cli CLI
 	parser, err := kong.New(&cli, append([]kong.Option{
 		kong.Name("relay"),
-		kong.Description("relay turns committed outbox rows into Svix messages, exactly once per row.\n\n"+
-			"Every flag can also be set with the environment variable shown beside it. "+
+		kong.Description("relay turns committed outbox rows into Svix messages, exactly once per row.\n\n" +
+			"Every flag can also be set with the environment variable shown beside it. " +
 			"Secrets are read from the environment and never printed."),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
