@@ -64,6 +64,9 @@ func TestReason(t *testing.T) {
 		{fmt.Errorf("database: %w", inner), "database"},
 		{fmt.Errorf("ping: %w", fmt.Errorf("database: %w", inner)), "ping"},
 		{fmt.Errorf("%w", inner), "check failed"},
+		{inner, "check failed"}, // a driver's error, unwrapped
+		{fmt.Errorf("failed to connect to `user=relay database=app`: %w", inner), "check failed"},
+		{errors.New("river client is not running"), "river client is not running"},
 	} {
 		if got := server.Reason(tt.err); got != tt.want {
 			t.Errorf("Reason(%q) = %q, want %q", tt.err, got, tt.want)

@@ -84,16 +84,22 @@ type Server struct {
 // Reason is what /readyz tells a client about err: the outermost context
 // of a wrapped error ("database" for fmt.Errorf("database: %w", err)), or
 // the whole message of an error that wraps nothing ("svix rejects the auth
-// token").
+// token"). A reason that looks like detail (an address, a key=value, a
+// quoted name, or over 64 bytes: a driver's error returned unwrapped) is
+// replaced by "check failed".
 func Reason(err error) string {
-	msg := err.Error()
+	reason := err.Error()
 	if inner := errors.Unwrap(err); inner != nil {
-		if outer, ok := strings.CutSuffix(msg, ": "+inner.Error()); ok && outer != "" {
-			return outer
+		outer, ok := strings.CutSuffix(reason, ": "+inner.Error())
+		if !ok {
+			return "check failed"
 		}
+		reason = outer
+	}
+	if reason == "" || len(reason) > 64 || strings.ContainsAny(reason, "`'\"=@:/") {
 		return "check failed"
 	}
-	return msg
+	return reason
 }
 
 // Handler builds the routes.
