@@ -5,21 +5,29 @@
 # binary, CA certificates and time zone data; its health check is the
 # binary's own `relay healthcheck` (see docker-compose.yml).
 #
-#   docker build -t mediaplatform/relay .
-#   docker run --rm mediaplatform/relay --help
+#   docker build --build-arg VERSION=$(git describe --tags --always --dirty) -t mediaplatform/relay .
+#   docker run --rm mediaplatform/relay version
+#
+# The build context has no .git (.dockerignore), so the toolchain cannot
+# stamp the version: VERSION is stamped with -ldflags instead (relay version
+# prints it).
 
-FROM golang:1.26-bookworm AS build
+# At least go.mod's go directive (cmd/relay/compose_test.go checks it).
+ARG GO_VERSION=1.26.8
+
+FROM golang:${GO_VERSION}-trixie AS build
+ARG VERSION=(devel)
 WORKDIR /src
-ENV CGO_ENABLED=0 GOOS=linux GOFLAGS=-trimpath
+ENV CGO_ENABLED=0 GOOS=linux GOFLAGS=-trimpath GOTOOLCHAIN=local
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    go build -ldflags="-s -w" -o /out/relay ./cmd/relay
+    go build -ldflags="-s -w -X main.buildVersion=${VERSION}" -o /out/relay ./cmd/relay
 
-# static-debian12 has CA certificates (for Svix over TLS) and tzdata; the
+# static-debian13 has CA certificates (for Svix over TLS) and tzdata; the
 # nonroot tag runs as uid 65532.
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM gcr.io/distroless/static-debian13:nonroot
 COPY --from=build /out/relay /relay
 USER nonroot:nonroot
 # In a container the HTTP server must listen beyond loopback to be scraped;

@@ -45,8 +45,18 @@ test-race: test ## Same as test: the suite always runs with -race
 test-short: ## Quick loop: tests with -short, no -race, still real PostgreSQL
 	$(WITH_PG) $(GO) test -short -count=1 -timeout $(TIMEOUT) $(TESTFLAGS) $(PKG)
 
+PROMTOOL  ?= promtool
+RULES     := deploy/prometheus/relay-rules.yml
+RULETESTS := deploy/prometheus/relay-rules_test.yml
+
+.PHONY: alerts
+alerts: ## Check the Prometheus alert rules and run their unit tests (promtool: apt-get install prometheus)
+	@command -v $(PROMTOOL) >/dev/null 2>&1 || { echo "alerts: $(PROMTOOL) not found (apt-get install --no-install-recommends prometheus)"; exit 1; }
+	$(PROMTOOL) check rules $(RULES)
+	$(PROMTOOL) test rules $(RULETESTS)
+
 .PHONY: lint
-lint: ## gofmt (must list nothing), go vet, and docker-compose.yml when docker-compose is installed
+lint: ## gofmt (must list nothing), go vet, docker-compose.yml and the alert rules (when docker-compose and promtool are installed)
 	@files=$$(find . -name '*.go' -not -path './.git/*' -not -path '*/testdata/*' -not -path './vendor/*'); \
 	 unformatted=$$( [ -z "$$files" ] || gofmt -l $$files ); \
 	 if [ -n "$$unformatted" ]; then echo "gofmt -l lists files to format (run gofmt -w):"; echo "$$unformatted"; exit 1; fi
@@ -58,6 +68,11 @@ lint: ## gofmt (must list nothing), go vet, and docker-compose.yml when docker-c
 	 else \
 	   echo "docker-compose --env-file .env.example -f docker-compose.yml config -q"; \
 	   docker-compose --env-file .env.example -f docker-compose.yml config -q; \
+	 fi
+	@if command -v $(PROMTOOL) >/dev/null 2>&1; then \
+	   $(MAKE) --no-print-directory alerts; \
+	 else \
+	   echo "lint: $(PROMTOOL) not installed (apt-get install --no-install-recommends prometheus); skipping make alerts"; \
 	 fi
 
 .PHONY: fuzz

@@ -82,6 +82,50 @@ func TestEmit(t *testing.T) {
 		}
 	})
 
+	// Adding a type is a migration: once outbox_event_type has it, Emit
+	// writes it, though this package's EventTypes does not list it.
+	t.Run("TypeAddedByAMigration", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.Pool(t)
+		if _, err := pool.Exec(ctx, `INSERT INTO outbox_event_type (name, description) VALUES ('cut.started', 'A cut started.')`); err != nil {
+			t.Fatal(err)
+		}
+		ev := outbox.Event{AppID: "acme", Type: "cut.started", Data: []byte(`{"entity_id":"cut_1","asset_id":"asset_1"}`)}
+		if _, err := outbox.Emit(ctx, pool, ev); err != nil {
+			t.Fatalf("Emit of a type the database's catalog has: %v", err)
+		}
+		if _, err := outbox.EmitBatch(ctx, pool, []outbox.Event{ev, outbox.CutCompleted("acme", "cut_1", "asset_1")}); err != nil {
+			t.Fatalf("EmitBatch with a type the database's catalog has: %v", err)
+		}
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE event_type = 'cut.started'`).Scan(&n); err != nil || n != 2 {
+			t.Errorf("%d cut.started rows written (%v), want 2", n, err)
+		}
+
+		// A type neither knows is refused by the database, as a
+		// ValidationError naming the rule.
+		ev.Type = "cut.paused"
+		_, err := outbox.Emit(ctx, pool, ev)
+		var verr *outbox.ValidationError
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &verr) || verr.Rule != "event_type_known" || verr.Field != "event_type" || !errors.As(err, &pgErr) {
+			t.Fatalf("Emit of an unknown type: %v, want the database's event_type_known refusal", err)
+		}
+		if !strings.Contains(err.Error(), "cut.started") || !strings.Contains(err.Error(), "cut.paused") {
+			t.Errorf("the refusal %q does not list the database's types and the bad value", err)
+		}
+		// A type that cannot reach the database is refused here.
+		ev.Type = "cut.\xff"
+		if _, err := outbox.Emit(ctx, pool, ev); !errors.As(err, &verr) || verr.Rule != "event_type_known" || errors.As(err, &pgErr) {
+			t.Errorf("Emit of a type that is not UTF-8: %v, want event_type_known from Go", err)
+		}
+		// Validate still checks the catalog the package ships with.
+		ev.Type = "cut.started"
+		if err := outbox.Validate(ev); !errors.As(err, &verr) || verr.Rule != "event_type_known" {
+			t.Errorf("Validate of a type outside EventTypes: %v, want event_type_known", err)
+		}
+	})
+
 	t.Run("BatchIsAllOrNothing", func(t *testing.T) {
 		t.Parallel()
 		pool := pgtest.Pool(t)

@@ -48,14 +48,20 @@ func invalid(field, rule, format string, args ...any) *ValidationError {
 }
 
 // Validate reports whether the database would accept ev, with the same rule
-// the database would name. It checks the built-in catalog (EventTypes); a
-// type added to the database's catalog later is refused here until the
-// package knows it.
-func Validate(ev Event) error {
+// the database would name, against the catalog the package ships with
+// (EventTypes). Emit and EmitBatch are more lenient about types: adding a
+// type is a migration that inserts a row into outbox_event_type, and they
+// let the database decide on a type this package does not know (see Emit).
+func Validate(ev Event) error { return validate(ev, false) }
+
+// validate is Validate; with dbDecidesType, a type missing from EventTypes
+// is left to the database's catalog (which a migration may have extended)
+// and only the rules that do not depend on the type are checked here.
+func validate(ev Event, dbDecidesType bool) error {
 	if err := validateAppID(ev.AppID); err != nil {
 		return err
 	}
-	if !slices.Contains(EventTypes, ev.Type) {
+	if !slices.Contains(EventTypes, ev.Type) && !(dbDecidesType && sendable(string(ev.Type))) {
 		names := make([]string, len(EventTypes))
 		for i, t := range EventTypes {
 			names[i] = string(t)
@@ -63,6 +69,12 @@ func Validate(ev Event) error {
 		return invalid("event_type", "event_type_known", "must be one of %s, got %s", strings.Join(names, ", "), quote(string(ev.Type)))
 	}
 	return validateData(ev.Type, ev.Data)
+}
+
+// sendable reports whether s can reach the database as text at all (not
+// empty, valid UTF-8, no NUL), so that the database can judge it.
+func sendable(s string) bool {
+	return s != "" && utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 func validateAppID(appID string) error {

@@ -2,6 +2,7 @@ package schema_test
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"strings"
 	"sync"
@@ -114,7 +115,11 @@ func TestMigrate(t *testing.T) {
 		if err == nil {
 			t.Fatal("migrate into a missing schema succeeded")
 		}
-		t.Log(err)
+		// The message names the missing schema and what to do about it.
+		want := fmt.Sprintf("no schema of search_path %q exists: create it first (CREATE SCHEMA ...)", s.Name+"_nope")
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("migrate into a missing schema: %q, want it to say %q", err, want)
+		}
 	})
 }
 

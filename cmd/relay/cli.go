@@ -22,7 +22,7 @@ type CLI struct {
 	Run         RunCmd         `cmd:"" help:"Deliver outbox rows to Svix until SIGTERM or SIGINT."`
 	Demo        DemoCmd        `cmd:"" help:"Run the whole flow locally (make demo): migrations, the relay, a dev Svix server and a receiver verifying every signed webhook. Logs go to stderr at warn level in the console format unless --log-level or --log-format is given."`
 	Status      StatusCmd      `cmd:"" help:"Show the outbox: rows by state, the oldest undelivered row, the latest failures (--json for scripts)."`
-	Replay      ReplayCmd      `cmd:"" help:"Hand rows back to the relay: one (--id) or a selection (--failed, --since, --event-type, --app); --dry-run shows what would happen."`
+	Replay      ReplayCmd      `cmd:"" help:"Hand rows back to the relay: one (--id) or a selection (--failed, --failed-since, --event-type, --app; --force-resend with --delivered-since); --dry-run shows what would happen."`
 	Prune       PruneCmd       `cmd:"" help:"Delete delivered rows past the retention, or failed rows (--failed-before), in small batches; --dry-run counts."`
 	Svix        SvixCmd        `cmd:"" help:"Svix utilities: svix sync registers the event types."`
 	Healthcheck HealthcheckCmd `cmd:"" help:"Probe a running relay's /readyz (a container health check); exit 0 when ready."`
@@ -60,19 +60,21 @@ func (g *Globals) Validate() error {
 	return nil
 }
 
-// parse parses args; commands receive ctx as their context.Context.
-func parse(ctx context.Context, args []string) (*CLI, *kong.Context, error) {
+// parse parses args; commands receive ctx as their context.Context. opts
+// are added to the parser's (tests redirect its output).
+func parse(ctx context.Context, args []string, opts ...kong.Option) (*CLI, *kong.Context, error) {
 	var cli CLI
-	parser, err := kong.New(&cli,
+	parser, err := kong.New(&cli, append([]kong.Option{
 		kong.Name("relay"),
-		kong.Description("relay turns committed outbox rows into Svix messages, exactly once per row.\n\n"+
-			"Every flag can also be set with the environment variable shown beside it. "+
+		kong.Description("relay turns committed outbox rows into Svix messages, exactly once per row.\n\n" +
+			"Every flag can also be set with the environment variable shown beside it. " +
 			"Secrets are read from the environment and never printed."),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Exit(func(code int) { panic(exitCode(code)) }),
 		kong.BindTo(ctx, (*context.Context)(nil)),
-	)
+		kong.Help(helpPrinter),
+	}, opts...)...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -105,6 +107,10 @@ func (g *Globals) logger() (*zap.Logger, error) {
 	return log, nil
 }
 
+// applicationName is the application_name of the relay's connections when
+// DATABASE_URL sets none.
+const applicationName = "relay"
+
 // pool opens the database named by DATABASE_URL (maxConns 0: pgx's default).
 func (g *Globals) pool(ctx context.Context, maxConns int32) (*pgxpool.Pool, error) {
 	if g.DatabaseURL == "" {
@@ -116,6 +122,12 @@ func (g *Globals) pool(ctx context.Context, maxConns int32) (*pgxpool.Pool, erro
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
+	}
+	// Name the connections in pg_stat_activity (each connection of the
+	// relay, the listeners outside the pool included, copies this config),
+	// unless the URL names them itself.
+	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
+		cfg.ConnConfig.RuntimeParams["application_name"] = applicationName
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

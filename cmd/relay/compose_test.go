@@ -145,9 +145,40 @@ func TestCompose(t *testing.T) {
 		t.Errorf("relay health check %v, want the binary's own healthcheck", hc.Test)
 	}
 
+	// A PostgreSQL health check goes over TCP: the image's init server
+	// listens on the Unix socket only, so a socket check passes before the
+	// relay can connect.
+	for name, svc := range cf.Services {
+		if svc.Healthcheck == nil || !slices.Contains(svc.Healthcheck.Test, "pg_isready") {
+			continue
+		}
+		if i := slices.Index(svc.Healthcheck.Test, "-h"); i < 0 || i+1 >= len(svc.Healthcheck.Test) || svc.Healthcheck.Test[i+1] != "127.0.0.1" {
+			t.Errorf("service %s: health check %v, want pg_isready over TCP (-h 127.0.0.1)", name, svc.Healthcheck.Test)
+		}
+	}
+	if wait := cf.Services["relay-migrate"].env(t)["RELAY_MIGRATE_WAIT"]; wait == "" || wait == "0" || wait == "0s" {
+		t.Errorf("relay-migrate: RELAY_MIGRATE_WAIT %q, want a bounded wait for the database", wait)
+	}
+
 	example, err := os.ReadFile("../../.env.example")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Tuning values in .env.example and ${VAR:-default} fallbacks here are
+	// the relay's own defaults, as relay --help lists them.
+	defaults := helpDefaults(t)
+	for _, m := range regexp.MustCompile(`(?m)^(RELAY_[A-Z0-9_]+)=(\S+)$`).FindAllStringSubmatch(string(example), -1) {
+		if def, ok := defaults[m[1]]; !ok || def != m[2] {
+			t.Errorf(".env.example sets %s=%s, the default is %q", m[1], m[2], def)
+		}
+	}
+	for _, m := range regexp.MustCompile(`\$\{(RELAY_[A-Z0-9_]+):-([^}]*)\}`).FindAllStringSubmatch(string(raw), -1) {
+		if m[2] == "" {
+			continue
+		}
+		if def, ok := defaults[m[1]]; !ok || def != m[2] {
+			t.Errorf("docker-compose.yml falls back to %s=%s, the default is %q", m[1], m[2], def)
+		}
 	}
 	for _, m := range interpolationRE.FindAllStringSubmatch(string(raw), -1) {
 		if !regexp.MustCompile(`(?m)^` + m[1] + `=`).Match(example) {
@@ -166,6 +197,24 @@ func TestCompose(t *testing.T) {
 			t.Errorf("docker-compose config -q: %v\n%s", err, out)
 		}
 	})
+}
+
+// helpDefaults reads the environment table of relay --help: each
+// variable's default.
+func helpDefaults(t *testing.T) map[string]string {
+	t.Helper()
+	code, stdout, stderr := relay(t, relayEnv(), "--help")
+	if code != 0 {
+		t.Fatalf("relay --help: exit %d: %s", code, stderr)
+	}
+	out := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^  ([A-Z][A-Z0-9_]+) +(\S+)`).FindAllStringSubmatch(stdout, -1) {
+		out[m[1]] = m[2]
+	}
+	if len(out) < 10 {
+		t.Fatalf("relay --help lists %d environment variables:\n%s", len(out), stdout)
+	}
+	return out
 }
 
 func keys(m map[string]bool) []string {

@@ -2,24 +2,89 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mediaplatform/relay/schema"
 )
 
 // MigrateCmd applies or lists migrations.
 type MigrateCmd struct {
+	Wait time.Duration `name:"wait" env:"RELAY_MIGRATE_WAIT" default:"60s" help:"How long to wait for the database to accept connections (a database container still starting); 0 tries once."`
+
 	Up     MigrateUpCmd     `cmd:"" default:"1" help:"Apply pending migrations (the default)."`
 	Status MigrateStatusCmd `cmd:"" help:"List migrations and whether each is applied."`
+}
+
+// Validate checks the flags (exit code 2).
+func (m *MigrateCmd) Validate() error {
+	if m.Wait < 0 {
+		return usagef("RELAY_MIGRATE_WAIT (--wait) must be 0 or more, got %s", m.Wait)
+	}
+	return nil
+}
+
+// open opens the database and waits up to m.Wait for it to accept a
+// connection.
+func (m *MigrateCmd) open(ctx context.Context, g *Globals) (*pgxpool.Pool, error) {
+	pool, err := g.pool(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitForDatabase(ctx, pool, m.Wait); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// waitForDatabase pings the database every half second until it answers,
+// for at most wait. It gives up at once on an answer waiting cannot change
+// (a refused password, a missing database): only a server that is not
+// reachable yet, or is starting up, is waited for.
+func waitForDatabase(ctx context.Context, pool *pgxpool.Pool, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	said := false
+	for {
+		tryCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := pool.Ping(tryCtx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code != "57P03" { // cannot_connect_now: starting up
+			return fmt.Errorf("connect to database: %w", err)
+		}
+		if ctx.Err() != nil || !time.Now().Add(500*time.Millisecond).Before(deadline) {
+			if wait == 0 {
+				return fmt.Errorf("connect to database: %w", err)
+			}
+			return fmt.Errorf("connect to database: not accepting connections after waiting %s (RELAY_MIGRATE_WAIT): %w", wait, err)
+		}
+		if !said {
+			fmt.Fprintf(os.Stderr, "relay: waiting up to %s for the database to accept connections (RELAY_MIGRATE_WAIT)\n", wait)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("connect to database: %w", ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // MigrateUpCmd applies pending migrations.
 type MigrateUpCmd struct{}
 
 // Run applies pending migrations and prints each one applied.
-func (MigrateUpCmd) Run(ctx context.Context, g *Globals) error {
-	pool, err := g.pool(ctx, 0)
+func (MigrateUpCmd) Run(ctx context.Context, g *Globals, m *MigrateCmd) error {
+	pool, err := m.open(ctx, g)
 	if err != nil {
 		return err
 	}
@@ -42,8 +107,8 @@ func (MigrateUpCmd) Run(ctx context.Context, g *Globals) error {
 type MigrateStatusCmd struct{}
 
 // Run prints every migration with its state.
-func (MigrateStatusCmd) Run(ctx context.Context, g *Globals) error {
-	pool, err := g.pool(ctx, 0)
+func (MigrateStatusCmd) Run(ctx context.Context, g *Globals, m *MigrateCmd) error {
+	pool, err := m.open(ctx, g)
 	if err != nil {
 		return err
 	}

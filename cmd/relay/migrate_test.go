@@ -189,3 +189,43 @@ func sameMigrations(a, b []statusLine) bool {
 	}
 	return slices.Equal(key(a), key(b))
 }
+
+// On a fresh volume the database container takes a while to listen on TCP:
+// relay migrate waits for it (RELAY_MIGRATE_WAIT), a bounded time.
+func TestMigrateWaitsForDatabase(t *testing.T) {
+	t.Parallel()
+	cluster := pgtest.StartCluster(t)
+	cluster.Stop(t)
+
+	t.Run("GivesUpAfterTheWait", func(t *testing.T) {
+		code, _, stderr := relay(t, relayEnv("DATABASE_URL="+cluster.URL, "RELAY_MIGRATE_WAIT=1s"), "migrate")
+		if code != 1 || !strings.Contains(stderr, "RELAY_MIGRATE_WAIT") {
+			t.Errorf("migrate with no server: exit %d, stderr %q; want 1 naming RELAY_MIGRATE_WAIT", code, stderr)
+		}
+	})
+
+	t.Run("MigratesOnceTheServerListens", func(t *testing.T) {
+		p := start(t, "relay migrate", relayEnv("DATABASE_URL="+cluster.URL, "RELAY_MIGRATE_WAIT=2m"), "migrate")
+		waitFor(t, 30*time.Second, "migrate to say it waits", func() bool {
+			return strings.Contains(p.stderr.String(), "waiting up to 2m0s for the database")
+		})
+		if !p.running() {
+			t.Fatalf("migrate exited %d before the server started:\n%s", p.code, p.stderr.String())
+		}
+		cluster.Start(t)
+		if code := p.wait(t, 2*time.Minute); code != 0 {
+			t.Fatalf("migrate exit %d once the server started:\n%s", code, p.stderr.String())
+		}
+		if out := p.stdout.String(); !strings.Contains(out, "applied outbox") {
+			t.Errorf("migrate output lacks the applied migrations:\n%s", out)
+		}
+	})
+
+	t.Run("RefusedPasswordIsNotWaitedFor", func(t *testing.T) {
+		u := strings.Replace(cluster.URL, "://postgres@", "://nosuchuser@", 1)
+		p := start(t, "relay migrate", relayEnv("DATABASE_URL="+u, "RELAY_MIGRATE_WAIT=10m"), "migrate")
+		if code := p.wait(t, time.Minute); code != 1 || strings.Contains(p.stderr.String(), "waiting up to") {
+			t.Errorf("migrate as an unknown role: exit %d, stderr %q; want 1 at once, without waiting", code, p.stderr.String())
+		}
+	})
+}

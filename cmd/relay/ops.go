@@ -79,7 +79,7 @@ func secretStates(names ...string) string {
 
 // Help is shown by relay --help.
 func (CLI) Help() string {
-	return secretStates(secrets...) + " Each command's --help lists its settings with their defaults."
+	return secretStates(secrets...) + " The table at the end lists every environment variable with its default; each command's --help lists its flags."
 }
 
 // Help is shown by relay run --help.

@@ -185,7 +185,7 @@ func TestOpsReplay(t *testing.T) {
 	})
 
 	t.Run("FailedDryRun", func(t *testing.T) {
-		code, stdout, stderr := b.cli(t, "replay", "--failed", "--since", "1h", "--dry-run")
+		code, stdout, stderr := b.cli(t, "replay", "--failed-since", "1h", "--dry-run")
 		if code != 0 || !strings.Contains(stdout, fmt.Sprintf("row %d", bad)) || !strings.Contains(stdout, badKey) ||
 			!strings.Contains(stdout, "would re-queue") {
 			t.Errorf("dry run: exit %d\n%s%s", code, stdout, stderr)
@@ -243,7 +243,8 @@ func TestOpsReplay(t *testing.T) {
 			{"replay", "--since", "1h"},
 			{"replay", "--force-resend"},
 			{"replay", "--id", "1", "--failed"},
-			{"replay", "--failed", "--since", "last tuesday"},
+			{"replay", "--failed-since", "last tuesday"},
+			{"replay", "--failed", "--delivered-since", "1h"},
 		} {
 			if code, _, stderr := b.cli(t, args...); code != 2 || stderr == "" {
 				t.Errorf("relay %s: exit %d, stderr %q; want 2 with a reason", strings.Join(args, " "), code, stderr)
@@ -251,6 +252,39 @@ func TestOpsReplay(t *testing.T) {
 		}
 	})
 	p.stop(t, stopBound)
+}
+
+// After an outage, rows that gave up at max age were written days before
+// they failed: --failed-since selects by failed_at, as the runbook's SQL
+// does.
+func TestOpsReplayFailedSince(t *testing.T) {
+	t.Parallel()
+	b := opsSetup(t)
+	const gaveUp = "enqueued_at = now(), attempts = 40, last_error = 'gave up after 72h0m0s (max age 72h0m0s): svix 503'"
+	recent := b.row(t, "acme", gaveUp+", created_at = now() - interval '72 hours', failed_at = now() - interval '1 hour'")
+	stale := b.row(t, "acme", gaveUp+", created_at = now() - interval '5 days', failed_at = now() - interval '3 days'")
+
+	code, stdout, stderr := b.cli(t, "replay", "--failed-since", "2h", "--dry-run")
+	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("row %d ", recent)) || strings.Contains(stdout, fmt.Sprintf("row %d ", stale)) {
+		t.Errorf("replay --failed-since 2h --dry-run: exit %d, want row %d (written 72h ago, failed 1h ago) and not row %d\n%s%s",
+			code, recent, stale, stdout, stderr)
+	}
+	code, stdout, stderr = b.cli(t, "replay", "--failed-since", "2h")
+	if code != 0 || !strings.Contains(stdout, "replayed 1 rows") {
+		t.Fatalf("replay --failed-since 2h: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if n := count(t, b.pool, fmt.Sprintf("id = %d AND failed_at IS NULL", recent)); n != 1 {
+		t.Errorf("row %d is still failed after the replay", recent)
+	}
+	if n := count(t, b.pool, fmt.Sprintf("id = %d AND failed_at IS NOT NULL", stale)); n != 1 {
+		t.Errorf("row %d, failed 3 days ago, was replayed", stale)
+	}
+
+	// The old spelling is refused with the new one named.
+	code, _, stderr = b.cli(t, "replay", "--failed", "--since", "2h")
+	if code != 2 || !strings.Contains(stderr, "--failed-since") {
+		t.Errorf("replay --failed --since 2h: exit %d, stderr %q; want 2 naming --failed-since", code, stderr)
+	}
 }
 
 func TestOpsPrune(t *testing.T) {
@@ -460,7 +494,7 @@ func TestOpsHelp(t *testing.T) {
 	for cmd, wants := range map[string][]string{
 		"run":         {"$RELAY_RETENTION", "$RELAY_PRUNE_INTERVAL", "$RELAY_PRUNE_BATCH", "$RELAY_RIVERUI_USER", "$RELAY_RIVERUI_PASSWORD", "retention=7d"},
 		"prune":       {"$RELAY_RETENTION", "$RELAY_PRUNE_BATCH", "--failed-before", "--delivered-before", "--dry-run"},
-		"replay":      {"--id", "--failed", "--since", "--event-type", "--app", "--force-resend", "--dry-run"},
+		"replay":      {"--id", "--failed", "--failed-since", "--delivered-since", "--event-type", "--app", "--force-resend", "--dry-run"},
 		"status":      {"--json", "--failures=10"},
 		"svix sync":   {"$SVIX_AUTH_TOKEN", "$SVIX_SERVER_URL", "--dry-run"},
 		"healthcheck": {"$RELAY_HTTP_ADDR"},

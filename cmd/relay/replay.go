@@ -13,41 +13,50 @@ import (
 
 // ReplayCmd hands outbox rows back to the relay.
 type ReplayCmd struct {
-	ID          int64  `name:"id" placeholder:"N" help:"Replay the row with this id (any state but delivered; delivered too with --force-resend)."`
-	Failed      bool   `name:"failed" help:"Select failed rows."`
-	Since       moment `name:"since" placeholder:"TIME" help:"Select rows written at or after TIME: 2026-05-01T12:00:00Z, 2026-05-01 or an age such as 2h or 3d."`
-	EventType   string `name:"event-type" placeholder:"TYPE" help:"Select rows of this event type."`
-	App         string `name:"app" placeholder:"APP_ID" help:"Select rows of this app_id."`
-	ForceResend bool   `name:"force-resend" help:"Send delivered rows again, as new Svix messages under a new key (the row key plus a resend counter), recorded on the row. With a selection, selects delivered rows."`
-	DryRun      bool   `name:"dry-run" help:"Show what would be replayed; change nothing."`
-	JSON        bool   `name:"json" help:"Print one JSON object per row and a summary object."`
+	ID             int64  `name:"id" placeholder:"N" help:"Replay the row with this id (any state but delivered; delivered too with --force-resend)."`
+	Failed         bool   `name:"failed" help:"Select failed rows."`
+	FailedSince    moment `name:"failed-since" placeholder:"TIME" help:"Select rows that failed at or after TIME (failed_at, however long before they were written; implies --failed): 2026-05-01T12:00:00Z, 2026-05-01 or an age such as 2h or 3d."`
+	DeliveredSince moment `name:"delivered-since" placeholder:"TIME" help:"With --force-resend, select rows delivered at or after TIME (delivered_at)."`
+	Since          moment `name:"since" hidden:"" placeholder:"TIME" help:"Renamed: --failed-since (or --delivered-since)."`
+	EventType      string `name:"event-type" placeholder:"TYPE" help:"Select rows of this event type."`
+	App            string `name:"app" placeholder:"APP_ID" help:"Select rows of this app_id."`
+	ForceResend    bool   `name:"force-resend" help:"Send delivered rows again, as new Svix messages under a new key (the row key plus a resend counter), recorded on the row. With a selection, selects delivered rows."`
+	DryRun         bool   `name:"dry-run" help:"Show what would be replayed; change nothing."`
+	JSON           bool   `name:"json" help:"Print one JSON object per row and a summary object."`
 }
 
 // Help is shown by relay replay --help.
 func (c *ReplayCmd) Help() string {
-	return `Replays one row (--id) or a selection: --failed selects failed rows, --force-resend delivered rows (sent again as new messages); --since, --event-type and --app narrow either. Rows Svix never accepted keep their idempotency key, so Svix never holds two messages for them. Rows are re-queued through outbox_replay(id [, force => true]); a running relay picks them up at once.
+	return `Replays one row (--id) or a selection: --failed selects failed rows (--failed-since TIME those that failed at or after TIME), --force-resend delivered rows (sent again as new messages; --delivered-since TIME those delivered at or after TIME); --event-type and --app narrow either. Rows Svix never accepted keep their idempotency key, so Svix never holds two messages for them. Rows are re-queued through outbox_replay(id [, force => true]); a running relay picks them up at once.
 
 Examples:
   relay replay --id 42
-  relay replay --failed --since 2h --dry-run
+  relay replay --failed-since 2h --dry-run
   relay replay --failed --event-type asset.ready --app acme
   relay replay --id 42 --force-resend`
 }
 
 // Validate checks the flags (exit code 2).
 func (c *ReplayCmd) Validate() error {
-	selection := c.Failed || !c.Since.IsZero() || c.EventType != "" || c.App != ""
+	if !c.FailedSince.IsZero() {
+		c.Failed = true
+	}
+	selection := c.Failed || !c.DeliveredSince.IsZero() || c.EventType != "" || c.App != ""
 	switch {
+	case !c.Since.IsZero():
+		return usagef("--since was renamed: --failed-since TIME selects rows that failed at or after TIME (failed_at, whenever they were written); with --force-resend, --delivered-since TIME selects rows delivered at or after TIME")
+	case !c.DeliveredSince.IsZero() && !c.ForceResend:
+		return usagef("--delivered-since selects delivered rows, which only --force-resend replays: add --force-resend, or use --failed-since for failed rows")
 	case c.ID < 0:
 		return usagef("--id must be a positive row id, got %d", c.ID)
 	case c.ID > 0 && selection:
-		return usagef("--id replays one row: it cannot be combined with --failed, --since, --event-type or --app")
+		return usagef("--id replays one row: it cannot be combined with --failed, --failed-since, --delivered-since, --event-type or --app")
 	case c.ID == 0 && !selection && !c.ForceResend:
-		return usagef("nothing to replay: give --id N, or a selection (--failed, and/or --force-resend for delivered rows, narrowed by --since, --event-type, --app)")
+		return usagef("nothing to replay: give --id N, or a selection (--failed, and/or --force-resend for delivered rows, narrowed by --failed-since, --delivered-since, --event-type, --app)")
 	case c.ID == 0 && !c.Failed && !c.ForceResend:
 		return usagef("choose which rows: --failed (failed rows) and/or --force-resend (delivered rows, sent again as new messages)")
-	case c.ID == 0 && c.ForceResend && c.Since.IsZero() && c.EventType == "" && c.App == "":
-		return usagef("--force-resend without --id would resend every delivered row: narrow it with --since, --event-type or --app")
+	case c.ID == 0 && c.ForceResend && c.DeliveredSince.IsZero() && c.EventType == "" && c.App == "":
+		return usagef("--force-resend without --id would resend every delivered row: narrow it with --delivered-since, --event-type or --app")
 	}
 	return nil
 }
@@ -78,7 +87,7 @@ func (c *ReplayCmd) Run(ctx context.Context, g *Globals) error {
 		return nil
 	}
 
-	sel := replay.Selection{Failed: c.Failed, Delivered: c.ForceResend, Since: c.Since.Time, EventType: c.EventType, AppID: c.App}
+	sel := replay.Selection{Failed: c.Failed, Delivered: c.ForceResend, FailedSince: c.FailedSince.Time, DeliveredSince: c.DeliveredSince.Time, EventType: c.EventType, AppID: c.App}
 	sum, err := replay.Select(ctx, pool, sel, opts, func(it replay.Item) error {
 		if c.JSON {
 			return enc.Encode(it)

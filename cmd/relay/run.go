@@ -23,7 +23,7 @@ type RunCmd struct {
 	Concurrency     int           `name:"concurrency" env:"RELAY_CONCURRENCY" default:"200" help:"Svix sends in flight; the most a relay sends is about this / (Svix latency + 10 ms)."`
 	RateLimit       float64       `name:"rate-limit" env:"RELAY_RATE_LIMIT" default:"0" help:"Cap on sends to Svix, messages/s; 0 for none (Svix plans allow 200 or 800)."`
 	SvixTimeout     time.Duration `name:"svix-timeout" env:"RELAY_SVIX_TIMEOUT" default:"15s" help:"Timeout of one Svix request."`
-	JobTimeout      time.Duration `name:"job-timeout" env:"RELAY_JOB_TIMEOUT" default:"30s" help:"Timeout of one delivery attempt (rate wait, Svix call, bookkeeping)."`
+	JobTimeout      time.Duration `name:"job-timeout" env:"RELAY_JOB_TIMEOUT" default:"30s" help:"Timeout of one delivery attempt: the wait for the rate cap and the Svix call (each call also bounded by --svix-timeout, which it must exceed). Recording the outcome in the database comes after it, bounded separately (up to 30s)."`
 	RescueAfter     time.Duration `name:"rescue-after" env:"RELAY_RESCUE_AFTER" default:"45s" help:"A job running this long is taken back by River's leader (after a relay was killed); must exceed --job-timeout."`
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"RELAY_SHUTDOWN_TIMEOUT" default:"25s" help:"On SIGTERM, how long sends in flight may finish before they are cut off."`
 	MaxAge          time.Duration `name:"max-age" env:"RELAY_MAX_AGE" default:"72h" help:"Rows failing transiently are retried until this old, then marked failed."`
@@ -31,14 +31,14 @@ type RunCmd struct {
 	BackoffMax      time.Duration `name:"backoff-max" env:"RELAY_BACKOFF_MAX" default:"60s" help:"Longest retry delay; also bounds recovery after a Svix outage."`
 	PollInterval    time.Duration `name:"poll-interval" env:"RELAY_POLL_INTERVAL" default:"1s" help:"How often to look for rows without a notification."`
 	PollOnly        bool          `name:"poll-only" env:"RELAY_POLL_ONLY" help:"Do not LISTEN (for PgBouncer transaction pooling); poll every --poll-interval."`
-	Ordering        string        `name:"ordering" env:"RELAY_ORDERING" default:"asset" help:"Rows that reach Svix in commit order: asset (per app_id and data.asset_id), entity (per app_id and data.entity_id) or off."`
+	Ordering        string        `name:"ordering" env:"RELAY_ORDERING" default:"asset" help:"Rows that reach Svix in commit order: asset (per app_id and data.asset_id), entity (per app_id and data.entity_id; an entity must stay in one asset, as rows are numbered per asset) or off."`
 	BlockOnFailure  bool          `name:"block-on-failure" env:"RELAY_BLOCK_ON_FAILURE" help:"A failed row holds back the later rows of its ordering key until it is replayed (default: they go on without it)."`
 	ClaimBatch      int           `name:"claim-batch" env:"RELAY_CLAIM_BATCH" default:"500" help:"Most rows claimed per transaction."`
 	DBMaxConns      int32         `name:"db-max-conns" env:"RELAY_DB_MAX_CONNS" default:"20" help:"Database connections in the pool."`
 	HTTPAddr        string        `name:"http-addr" env:"RELAY_HTTP_ADDR" default:"127.0.0.1:8080" help:"Address of /healthz, /readyz and /metrics; empty to disable."`
 	RiverUIUser     string        `name:"riverui-user" env:"RELAY_RIVERUI_USER" placeholder:"USER" help:"Serve River UI at /riverui/ behind basic auth with this user and --riverui-password; off unless both are set."`
 	RiverUIPassword string        `name:"riverui-password" env:"RELAY_RIVERUI_PASSWORD" placeholder:"PASSWORD" help:"River UI's basic auth password, at least 12 characters (it can cancel, delete and retry jobs); read it from the environment, it is never printed."`
-	Retention       age           `name:"retention" env:"RELAY_RETENTION" default:"7d" help:"Delivered rows older than this are deleted, in batches, by a periodic job the River leader schedules; failed rows are kept. 0 keeps every row."`
+	Retention       age           `name:"retention" env:"RELAY_RETENTION" default:"7d" help:"Delivered rows older than this are deleted, in batches, by a periodic job the River leader schedules; failed rows are kept. 0 keeps every outbox row. River's own job rows are separate: completed jobs are deleted after 1h, cancelled and discarded ones after this retention (7d when it is 0)."`
 	PruneInterval   time.Duration `name:"prune-interval" env:"RELAY_PRUNE_INTERVAL" default:"10m" help:"How often delivered rows past --retention are deleted."`
 	PruneBatch      int           `name:"prune-batch" env:"RELAY_PRUNE_BATCH" default:"1000" help:"Most rows deleted per transaction when pruning."`
 	CPUProfile      string        `name:"cpu-profile" env:"RELAY_CPU_PROFILE" hidden:"" placeholder:"FILE" help:"Write a CPU profile of the whole run to FILE (for make bench)."`

@@ -2,9 +2,18 @@ package main
 
 import "runtime/debug"
 
-// version is the module version and VCS revision the Go toolchain recorded
-// in the binary.
+// buildVersion is stamped at build time where the toolchain cannot read the
+// version from VCS (the container build, which has no .git):
+//
+//	go build -ldflags "-X main.buildVersion=v1.4.0" ./cmd/relay
+var buildVersion string
+
+// version is buildVersion when stamped, else the module version and VCS
+// revision the Go toolchain recorded in the binary.
 func version() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "(unknown)"

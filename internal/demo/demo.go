@@ -632,14 +632,37 @@ func psqlTarget(dbURL string) string {
 		}
 	}
 	u.RawQuery = q.Encode()
-	return shellQuote(u.Redacted())
+	return shellQuote(redacted(u))
 }
 
-// redactURL hides a password in a database URL.
+// redactURL hides the secrets of a database URL.
 func redactURL(dbURL string) string {
 	u, err := url.Parse(dbURL)
 	if err != nil || u.Host == "" {
 		return "(DATABASE_URL)"
 	}
-	return u.Redacted()
+	return redacted(u)
+}
+
+// secretParams are the connection parameters that carry a secret: libpq
+// and pgx read a password from the query string as well as from the
+// user-info part, which url.URL.Redacted leaves alone.
+var secretParams = []string{"password", "sslpassword"}
+
+// redacted is u as text with the user-info password and every secret query
+// parameter replaced by xxxxx.
+func redacted(u *url.URL) string {
+	c := *u
+	q := c.Query()
+	changed := false
+	for k := range q {
+		if slices.Contains(secretParams, strings.ToLower(k)) {
+			q.Set(k, "xxxxx")
+			changed = true
+		}
+	}
+	if changed {
+		c.RawQuery = q.Encode()
+	}
+	return c.Redacted()
 }

@@ -2,6 +2,7 @@ package demo
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -13,10 +14,36 @@ func TestPsqlTarget(t *testing.T) {
 		{"postgres://postgres@127.0.0.1:55432/postgres?sslmode=disable", "'postgres://postgres@127.0.0.1:55432/postgres?sslmode=disable'"},
 		{"postgres://u:secret@db/app?search_path=relay&pool_max_conns=4", "'postgres://u:xxxxx@db/app'"},
 		{"host=db user=u", `"$DATABASE_URL"`},
+		{"postgres://u@db/app?password=secret&sslmode=disable", "'postgres://u@db/app?password=xxxxx&sslmode=disable'"},
+		{"postgres://u@db/app?sslpassword=keypass&PassWord=secret", "'postgres://u@db/app?PassWord=xxxxx&sslpassword=xxxxx'"},
 	}
 	for _, tt := range tests {
 		if got := psqlTarget(tt.url); got != tt.want {
 			t.Errorf("psqlTarget(%q) = %s, want %s", tt.url, got, tt.want)
+		}
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	t.Parallel()
+
+	tests := []struct{ url, want string }{
+		{"postgres://postgres@127.0.0.1:5432/postgres", "postgres://postgres@127.0.0.1:5432/postgres"},
+		{"postgres://u:secret@db/app", "postgres://u:xxxxx@db/app"},
+		{"postgres://u@db/app?password=secret", "postgres://u@db/app?password=xxxxx"},
+		{"postgres://u@db/app?sslmode=verify-full&sslpassword=keypass&search_path=relay", "postgres://u@db/app?search_path=relay&sslmode=verify-full&sslpassword=xxxxx"},
+		{"postgres://u:a@db/app?password=b&password=c", "postgres://u:xxxxx@db/app?password=xxxxx"},
+		{"host=db password=secret", "(DATABASE_URL)"},
+	}
+	for _, tt := range tests {
+		got := redactURL(tt.url)
+		if got != tt.want {
+			t.Errorf("redactURL(%q) = %s, want %s", tt.url, got, tt.want)
+		}
+		for _, secret := range []string{"secret", "keypass"} {
+			if strings.Contains(got, secret) {
+				t.Errorf("redactURL(%q) = %s: shows the secret %q", tt.url, got, secret)
+			}
 		}
 	}
 }

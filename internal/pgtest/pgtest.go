@@ -143,5 +143,12 @@ func redact(raw string) string {
 	if err != nil {
 		return "(unparsable URL)"
 	}
+	q := u.Query()
+	for _, k := range []string{"password", "sslpassword"} {
+		if q.Has(k) {
+			q.Set(k, "xxxxx")
+		}
+	}
+	u.RawQuery = q.Encode()
 	return u.Redacted()
 }

@@ -30,23 +30,22 @@ import (
 // BatchSize is the most rows replayed per transaction.
 const BatchSize = 500
 
-// selectSQL lists the ids a selection matches: failed rows when $1,
-// delivered rows when $2, written at or after $3 (if set), of event type $4
-// and app $5 (if set). The redundant bounds on failed_at and delivered_at
-// (a row fails or is delivered after it is written) let each half walk its
-// partial index.
+// selectSQL lists the ids a selection matches: failed rows when $1, that
+// failed at or after $3 (if set); delivered rows when $2, delivered at or
+// after $6 (if set); of event type $4 and app $5 (if set). Each half walks
+// its partial index. The time bounds are on when a row failed or was
+// delivered, never on when it was written: a row that gave up at max age
+// after an outage was written days before it failed.
 const selectSQL = `
 SELECT id FROM outbox
  WHERE $1::boolean
    AND failed_at >= coalesce($3::timestamptz, '-infinity')
-   AND created_at >= coalesce($3::timestamptz, '-infinity')
    AND ($4::text IS NULL OR event_type = $4)
    AND ($5::text IS NULL OR app_id = $5)
 UNION ALL
 SELECT id FROM outbox
  WHERE $2::boolean
-   AND delivered_at >= coalesce($3::timestamptz, '-infinity')
-   AND created_at >= coalesce($3::timestamptz, '-infinity')
+   AND delivered_at >= coalesce($6::timestamptz, '-infinity')
    AND ($4::text IS NULL OR event_type = $4)
    AND ($5::text IS NULL OR app_id = $5)
  ORDER BY 1`
@@ -113,11 +112,16 @@ type Options struct {
 // Selection picks rows to replay. Failed and Delivered say which rows;
 // the rest narrow them (zero values do not).
 type Selection struct {
-	Failed    bool      // rows failed and not replayed
-	Delivered bool      // rows Svix accepted (resent only with Options.Force)
-	Since     time.Time // rows written at or after this time
-	EventType string
-	AppID     string
+	Failed    bool // rows failed and not replayed
+	Delivered bool // rows Svix accepted (resent only with Options.Force)
+	// FailedSince narrows the failed rows to those that failed at or
+	// after it (failed_at), however long before they were written.
+	FailedSince time.Time
+	// DeliveredSince narrows the delivered rows to those delivered at or
+	// after it (delivered_at).
+	DeliveredSince time.Time
+	EventType      string
+	AppID          string
 }
 
 // Summary counts the actions of a selection.
@@ -153,7 +157,7 @@ func Select(ctx context.Context, db DB, sel Selection, opts Options, each func(I
 	if !sel.Failed && !sel.Delivered {
 		return sum, errors.New("replay selection: choose failed rows, delivered rows or both")
 	}
-	rows, err := db.Query(ctx, selectSQL, sel.Failed, sel.Delivered, nullTime(sel.Since), nullString(sel.EventType), nullString(sel.AppID))
+	rows, err := db.Query(ctx, selectSQL, sel.Failed, sel.Delivered, nullTime(sel.FailedSince), nullString(sel.EventType), nullString(sel.AppID), nullTime(sel.DeliveredSince))
 	if err != nil {
 		return sum, fmt.Errorf("select rows to replay: %w", err)
 	}

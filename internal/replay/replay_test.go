@@ -19,6 +19,8 @@ const (
 	inFlight  = "enqueued_at = now(), attempts = 4, last_error = 'svix 503'"
 	delivered = "enqueued_at = now(), delivered_at = now(), svix_message_id = 'msg_1'"
 	failed    = "enqueued_at = now(), failed_at = now(), attempts = 1, last_error = '422 validation'"
+	// failedAgo fails a row at a given time.
+	failedAgo = "enqueued_at = now(), attempts = 1, last_error = '422 validation'"
 )
 
 // insert writes one row of typ for app in a state (SQL after SET).
@@ -125,13 +127,17 @@ func TestSelect(t *testing.T) {
 	type bundle struct {
 		pool                                  *pgxpool.Pool
 		failedA, failedB, failedOther, oldF   int64
+		staleF                                int64
 		deliveredA, deliveredB, pend, inflite int64
 	}
 	setup := func(t *testing.T) bundle {
 		t.Helper()
 		pool := pgtest.Pool(t)
 		b := bundle{pool: pool}
-		b.oldF = insert(t, pool, "acme", "asset.ready", failed+", created_at = now() - interval '3 days'")
+		// Written 72 h ago, failed 1 h ago (gave up at max age after an
+		// outage): a selection of rows failed since 2 h ago includes it.
+		b.oldF = insert(t, pool, "acme", "asset.ready", failedAgo+", created_at = now() - interval '72 hours', failed_at = now() - interval '1 hour'")
+		b.staleF = insert(t, pool, "acme", "asset.ready", failedAgo+", created_at = now() - interval '4 days', failed_at = now() - interval '3 days'")
 		b.failedA = insert(t, pool, "acme", "asset.ready", failed)
 		b.failedB = insert(t, pool, "beta", "asset.ready", failed)
 		b.failedOther = insert(t, pool, "acme", "render.completed", failed)
@@ -164,19 +170,21 @@ func TestSelect(t *testing.T) {
 	t.Run("FailedNarrowed", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		sel := replay.Selection{Failed: true, Since: time.Now().Add(-time.Hour), EventType: "asset.ready", AppID: "acme"}
+		sel := replay.Selection{Failed: true, FailedSince: time.Now().Add(-2 * time.Hour), EventType: "asset.ready", AppID: "acme"}
 		dry, dsum := collect(t, b, sel, replay.Options{DryRun: true})
 		items, sum := collect(t, b, sel, replay.Options{})
-		if !slices.Equal(ids(items), []int64{b.failedA}) || sum != (replay.Summary{Requeued: 1}) {
-			t.Errorf("replayed %v (%+v), want only row %d", ids(items), sum, b.failedA)
+		if want := []int64{b.oldF, b.failedA}; !slices.Equal(ids(items), want) || sum != (replay.Summary{Requeued: 2}) {
+			t.Errorf("replayed %v (%+v), want rows %v (failed in the last 2 h, whenever written)", ids(items), sum, want)
 		}
 		if !slices.Equal(dry, items) || dsum != sum {
 			t.Errorf("dry run %v %+v, replay %v %+v: want the same", dry, dsum, items, sum)
 		}
-		if r := row(t, b.pool, b.failedA); r.State != status.StatePending {
-			t.Errorf("row %d is %s after replay, want pending", b.failedA, r.State)
+		for _, id := range []int64{b.oldF, b.failedA} {
+			if r := row(t, b.pool, id); r.State != status.StatePending {
+				t.Errorf("row %d is %s after replay, want pending", id, r.State)
+			}
 		}
-		for _, id := range []int64{b.oldF, b.failedB, b.failedOther} {
+		for _, id := range []int64{b.staleF, b.failedB, b.failedOther} {
 			if r := row(t, b.pool, id); r.State != status.StateFailed {
 				t.Errorf("row %d outside the selection is %s, want still failed", id, r.State)
 			}
@@ -187,7 +195,7 @@ func TestSelect(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		items, sum := collect(t, b, replay.Selection{Failed: true}, replay.Options{})
-		if want := []int64{b.oldF, b.failedA, b.failedB, b.failedOther}; !slices.Equal(ids(items), want) || sum.Requeued != 4 {
+		if want := []int64{b.oldF, b.staleF, b.failedA, b.failedB, b.failedOther}; !slices.Equal(ids(items), want) || sum.Requeued != 5 {
 			t.Errorf("replayed %v (%+v), want %v", ids(items), sum, want)
 		}
 		// Pending, in-flight and delivered rows are not touched by a selection.
@@ -215,6 +223,18 @@ func TestSelect(t *testing.T) {
 		}
 		if r := row(t, b.pool, b.deliveredA); r.State != status.StateDelivered {
 			t.Errorf("unforced delivered row is %s, want still delivered", r.State)
+		}
+	})
+
+	t.Run("DeliveredSince", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		old := insert(t, b.pool, "beta", "asset.ready", "enqueued_at = now(), svix_message_id = 'msg_2', created_at = now() - interval '10 days', delivered_at = now() - interval '30 minutes'")
+		_ = insert(t, b.pool, "beta", "asset.ready", "enqueued_at = now(), svix_message_id = 'msg_3', created_at = now() - interval '10 days', delivered_at = now() - interval '9 days'")
+		sel := replay.Selection{Delivered: true, DeliveredSince: time.Now().Add(-time.Hour), AppID: "beta"}
+		items, _ := collect(t, b, sel, replay.Options{Force: true, DryRun: true})
+		if want := []int64{b.deliveredB, old}; !slices.Equal(ids(items), want) {
+			t.Errorf("selected %v, want %v (delivered in the last hour, whenever written)", ids(items), want)
 		}
 	})
 

@@ -328,7 +328,7 @@ func runConformance(t *testing.T, newTarget func(t *testing.T) target) {
 			t.Errorf("payload = %s, want {\"n\":9007199254740993}", got)
 		}
 		if tg.fake != nil {
-			if got := string(tg.fake.Messages(app)[0].Payload); got != `{"n":9007199254740993}` {
+			if got := string(onlyMessage(t, tg.fake, app).Payload); got != `{"n":9007199254740993}` {
 				t.Errorf("stored payload = %s", got)
 			}
 		}

@@ -88,8 +88,7 @@ func TestSetFailureRate(t *testing.T) {
 	if n := b.srv.MessageCount(); n != 0 {
 		t.Errorf("messages = %d, want 0", n)
 	}
-	reqs := b.srv.Requests()
-	if last := reqs[len(reqs)-1]; last.Fault != svixfake.FaultFailure || last.Status != http.StatusBadGateway {
+	if last := lastRequest(t, b.srv); last.Fault != svixfake.FaultFailure || last.Status != http.StatusBadGateway {
 		t.Errorf("recorded %+v, want a failure fault", last)
 	}
 	// Health is exempt.
@@ -236,8 +235,8 @@ func TestFailApp(t *testing.T) {
 	b.srv.FailApp(good, http.StatusForbidden, "insufficient access", "No access to this app")
 	_, err = send(t, b.client, goodApp.Id, "asset.ready", "k3", nil, map[string]any{})
 	svixErr(t, err, http.StatusForbidden)
-	if reqs := b.srv.Requests(); reqs[len(reqs)-1].Fault != svixfake.FaultApp {
-		t.Errorf("fault = %q, want %q", reqs[len(reqs)-1].Fault, svixfake.FaultApp)
+	if last := lastRequest(t, b.srv); last.Fault != svixfake.FaultApp {
+		t.Errorf("fault = %q, want %q", last.Fault, svixfake.FaultApp)
 	}
 
 	// Status 0 removes a rule.

@@ -186,6 +186,28 @@ func uniqueID(prefix string) string {
 
 func ptr[T any](v T) *T { return &v }
 
+// lastRequest is the newest request srv recorded; the test fails, rather
+// than panics, when there is none.
+func lastRequest(t *testing.T, srv *svixfake.Server) svixfake.Request {
+	t.Helper()
+	reqs := srv.Requests()
+	if len(reqs) == 0 {
+		t.Fatal("the fake recorded no request")
+	}
+	return reqs[len(reqs)-1]
+}
+
+// onlyMessage is the one message srv holds for app; the test fails when it
+// holds none or several.
+func onlyMessage(t *testing.T, srv *svixfake.Server, app string) svixfake.Message {
+	t.Helper()
+	msgs := srv.Messages(app)
+	if len(msgs) != 1 {
+		t.Fatalf("the fake holds %d messages for %s, want 1", len(msgs), app)
+	}
+	return msgs[0]
+}
+
 // createApp makes an app with a fresh uid and returns that uid.
 func createApp(t *testing.T, client *svix.Svix) string {
 	t.Helper()
