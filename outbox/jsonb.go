@@ -5,8 +5,8 @@ import (
 	"unicode/utf8"
 )
 
-// This file mirrors, in Go, what PostgreSQL 15 does with a JSON text cast to
-// jsonb: which texts it refuses, how long data::text is, and how deep the
+// This file mirrors, in Go, what PostgreSQL 15 (the supported version) does
+// with a JSON text cast to jsonb: which texts it refuses, how long data::text is, and how deep the
 // deepest value lies. The trigger's data_size and data_depth rules measure
 // the stored jsonb, not the text a producer sent: duplicate keys are dropped
 // (the last one wins), numbers are re-rendered by numeric_out (1e3 is
