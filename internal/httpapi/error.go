@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -101,14 +102,19 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	WriteJSON(w, e.Status, envelope{Error: body})
 }
 
-// WriteJSON writes v as JSON with status.
+// WriteJSON writes v as JSON with status (without HTML escaping: the
+// answers are JSON for programs, not HTML).
 func WriteJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		// Only values of the API's own types reach here.
-		status, b = http.StatusInternalServerError, []byte(`{"error":{"type":"api_error","code":"internal_error","message":"encode response","param":null,"request_id":""}}`)
+		status = http.StatusInternalServerError
+		buf.Reset()
+		buf.WriteString(`{"error":{"type":"api_error","code":"internal_error","message":"encode response","param":null,"request_id":""}}`)
 	}
-	WriteRawJSON(w, status, b)
+	WriteRawJSON(w, status, bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 }
 
 // WriteRawJSON writes b, a JSON document, with status.

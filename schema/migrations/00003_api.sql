@@ -7,7 +7,7 @@ SET LOCAL lock_timeout = '10s';
 
 CREATE TABLE api_key (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    app_id       text NOT NULL CHECK (app_id ~ '^[A-Za-z0-9._-]{1,256}$' AND app_id !~ '^(app_|ep_|msg_)'),
+    app_id       text NOT NULL CHECK (char_length(app_id) BETWEEN 1 AND 256 AND app_id ~ '^[A-Za-z0-9._-]+$' AND app_id !~ '^(app_|ep_|msg_)'),
     name         text NOT NULL DEFAULT '' CHECK (char_length(name) <= 200),
     prefix       text NOT NULL,
     key_hash     bytea NOT NULL CHECK (octet_length(key_hash) = 32),
