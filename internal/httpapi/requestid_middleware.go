@@ -16,10 +16,10 @@ type infoKey struct{}
 // It is created by RequestID, the outermost middleware.
 type info struct {
 	id     string
-	logged bool // an AccessLog writes this request's line
-	route string // the ServeMux pattern, once routed
-	appID string // once authenticated
-	err   *Error // the error answered, if any
+	logged bool   // an AccessLog writes this request's line
+	route  string // the ServeMux pattern, once routed
+	appID  string // once authenticated
+	err    *Error // the error answered, if any
 }
 
 func infoFrom(ctx context.Context) *info {
