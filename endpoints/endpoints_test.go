@@ -3,7 +3,9 @@ package endpoints_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"slices"
 	"strconv"
@@ -14,7 +16,9 @@ import (
 
 	svix "github.com/svix/svix-webhooks/go"
 
+	"github.com/mediaplatform/relay/apikey"
 	"github.com/mediaplatform/relay/endpoints"
+	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/internal/svixfake"
 )
 
@@ -589,5 +593,34 @@ func TestHandlerSurvivesPanickingAuthenticator(t *testing.T) {
 	}
 	if !strings.Contains(b.logs.String(), "handler panicked") {
 		t.Errorf("panic not logged")
+	}
+}
+
+// TestDatabaseDown: with the database gone, the API answers 503 with
+// Retry-After and the envelope, never a 500.
+func TestDatabaseDown(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := pgtest.NewSchema(t)
+	gone := s.Pool(t)
+	gone.Close()
+	for name, auth := range map[string]apikey.Authenticator{"built-in keys": nil, "own authenticator": staticAuth{}} {
+		h, err := endpoints.New(endpoints.Config{DB: gone, Authenticator: auth, SvixToken: svixfake.DefaultToken, SvixServerURL: b.fake.URL()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(h)
+		defer srv.Close()
+		req, _ := http.NewRequestWithContext(ctx(t), http.MethodPost, srv.URL+"/v1/webhook-endpoints", strings.NewReader(createBody("https://example.com/hooks")))
+		req.Header.Set("Authorization", "Bearer "+b.acme)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"request_id"`) {
+			t.Errorf("%s: %d %s Retry-After %q, want 503 with Retry-After", name, resp.StatusCode, body, resp.Header.Get("Retry-After"))
+		}
 	}
 }
