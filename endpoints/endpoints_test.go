@@ -624,3 +624,33 @@ func TestDatabaseDown(t *testing.T) {
 		}
 	}
 }
+
+// TestEventTypesRegisteredAgain: when Svix refuses an endpoint's
+// filterTypes with its 422 (its event types were lost after this process
+// registered them), the catalog is registered again and the create retried.
+func TestEventTypesRegisteredAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.create(t, b.acme, "https://example.com/first")
+	var mu sync.Mutex
+	refused, registered := 0, 0
+	b.fake.SetInterceptor(func(r *svixfake.Request) (svixfake.Reply, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case r.Method == http.MethodPost && strings.HasSuffix(r.Path, "/endpoint") && refused == 0:
+			refused++
+			return svixfake.Reply{Status: http.StatusUnprocessableEntity,
+				Body: []byte(`{"detail":[{"loc":["body","eventTypes"],"msg":"The following event types don't exist: cut.completed","type":"value_error"}]}`)}, true
+		case r.Method == http.MethodPost && r.Path == "/api/v1/event-type":
+			registered++
+		}
+		return svixfake.Reply{}, false
+	})
+	ep := b.create(t, b.acme, "https://example.com/second")
+	mu.Lock()
+	defer mu.Unlock()
+	if refused != 1 || registered != 8 || ep.ID == "" {
+		t.Errorf("refused %d, registered %d types again; want 1 and the catalog's 8", refused, registered)
+	}
+}
