@@ -58,14 +58,3 @@ func newRequestID() string {
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
 	return "req_" + hex.EncodeToString(b[:])
 }
-
-// Routed records the ServeMux pattern that matched, for the access log;
-// wrap each registered handler with it.
-func Routed(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if i := infoFrom(r.Context()); i != nil {
-			i.route = r.Pattern
-		}
-		next.ServeHTTP(w, r)
-	})
-}
