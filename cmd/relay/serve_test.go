@@ -136,6 +136,9 @@ func TestServe(t *testing.T) {
 	if code, _, body := call(http.MethodGet, "/v1/openapi.yaml", ""); code != http.StatusOK || !strings.HasPrefix(body, "openapi: 3.1") {
 		t.Errorf("openapi.yaml: %d", code)
 	}
+	if code, _, stderr := relay(t, relayEnv(), "healthcheck", "--http-addr="+addr, "--path=/healthz"); code != 0 {
+		t.Errorf("relay healthcheck of relay serve: exit %d: %s", code, stderr)
+	}
 	if code, hdr, body := call(http.MethodGet, "/nowhere", ""); code != http.StatusNotFound || !strings.Contains(body, hdr.Get("X-Request-Id")) {
 		t.Errorf("unknown path: %d %s", code, body)
 	}
