@@ -112,7 +112,6 @@ func procField(file, key string) string {
 	return ""
 }
 
-
 // Target is one figure of the issue and whether this run met it.
 type Target struct {
 	Figure   string `json:"figure"`
