@@ -60,6 +60,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime"
@@ -221,7 +222,7 @@ func (b *bench) logf(format string, args ...any) {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
@@ -305,7 +306,9 @@ func (b *bench) runScenario(ctx context.Context, name string, rep *report) error
 	return err
 }
 
-func run(ctx context.Context, args []string) (err error) {
+// run runs the bench and prints its tables, and the JSON document unless
+// -json names a file, to out.
+func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	o, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -381,6 +384,6 @@ func run(ctx context.Context, args []string) (err error) {
 	rep.Machine.LoadAvgEnd = loadAvg()
 	rep.TotalSeconds = time.Since(began).Seconds()
 	rep.finish()
-	rep.printTable(os.Stdout)
-	return rep.writeJSON(o.jsonPath)
+	rep.printTable(out)
+	return rep.writeJSON(out, o.jsonPath)
 }

@@ -20,10 +20,16 @@ import (
 // 100 on every Linux architecture the relay builds for.
 const clockTicks = 100
 
-// buildRelay compiles ./cmd/relay into dir and returns the binary's path.
+// buildRelay compiles the module's ./cmd/relay into dir and returns the
+// binary's path.
 func buildRelay(ctx context.Context, dir string) (string, error) {
 	bin := filepath.Join(dir, "relay")
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == os.DevNull {
+		return "", fmt.Errorf("find the module root (go env GOMOD): %v", err)
+	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/relay")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/relay: %w", err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"strings"
@@ -237,14 +238,14 @@ func (r *report) finish() {
 	add("bench run time", "< 300 s", fmt.Sprintf("%.0f s", r.TotalSeconds), r.TotalSeconds < 300)
 }
 
-func (r *report) writeJSON(path string) error {
+func (r *report) writeJSON(out io.Writer, path string) error {
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
 	}
 	b = append(b, '\n')
 	if path == "" {
-		_, err = os.Stdout.Write(b)
+		_, err = out.Write(b)
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)
