@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 )
 
@@ -70,6 +71,9 @@ func machineOf(ctx context.Context, b *bench) (Machine, error) {
 	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
 	m.CPUModel = procField("/proc/cpuinfo", "model name")
 	m.MemTotal = procField("/proc/meminfo", "MemTotal")
+	if kib, err := strconv.ParseFloat(strings.TrimSuffix(m.MemTotal, " kB"), 64); err == nil {
+		m.MemTotal = fmt.Sprintf("%.1f GiB", kib/(1<<20))
+	}
 	m.LoadAvg = loadAvg()
 	m.OwnDatabase = b.dbName
 	err := b.admin.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('fsync'),
