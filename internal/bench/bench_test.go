@@ -258,3 +258,38 @@ func TestPlannedEventIsValid(t *testing.T) {
 		}
 	}
 }
+
+func TestParseFlags(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		want    []string
+		wantErr string
+	}{
+		{"default", nil, defaultScenarios, ""},
+		{"large adds the 1M-row drain", []string{"--large"}, append(slices.Clone(defaultScenarios), "realistic-1m"), ""},
+		{"one scenario", []string{"--scenario", "realistic-0ms"}, []string{"realistic-0ms"}, ""},
+		{"scenario twice", []string{"--scenario", "next-row", "--scenario", "producers", "--large"}, []string{"next-row", "producers"}, ""},
+		{"unknown scenario", []string{"--scenario", "nope"}, nil, `unknown scenario "nope"`},
+		{"stray argument", []string{"realistic-0ms"}, nil, `unexpected argument "realistic-0ms"`},
+		{"negative cut", []string{"-drain-cut", "-1s"}, nil, "-drain-cut must not be negative"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o, err := parseFlags(append([]string{"-database-url", "postgres://x"}, tc.args...))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(o.scenarios, tc.want) {
+				t.Errorf("scenarios %v, want %v", o.scenarios, tc.want)
+			}
+		})
+	}
+}

@@ -131,18 +131,20 @@ func (b *bench) snap(ctx context.Context, schema string) (pgSnap, error) {
 	if b.stmtsSource != stmtsFromStatements {
 		q = xactsSQL
 	}
+	b.own.add()
 	if err := b.admin.QueryRow(ctx, walLSNSQL).Scan(&s.walLSN); err != nil {
 		return s, fmt.Errorf("read WAL position: %w", err)
 	}
+	b.own.add()
 	if err := b.admin.QueryRow(ctx, q).Scan(&s.stmts); err != nil {
 		return s, fmt.Errorf("count statements: %w", err)
 	}
 	if schema != "" {
+		b.own.add()
 		if err := b.admin.QueryRow(ctx, outboxUpdatesSQL, schema).Scan(&s.outboxUpd, &s.hotUpd); err != nil {
 			return s, fmt.Errorf("read outbox update counters: %w", err)
 		}
 	}
-	b.own.n.Add(3)
 	return s, nil
 }
 

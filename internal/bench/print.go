@@ -124,6 +124,9 @@ func (r *report) printDrain(out io.Writer, d *DrainResult) {
 		}
 		fmt.Fprintf(out, "   PostgreSQL per delivered row: WAL %.0f B, %.2f statements, relay CPU %.0f µs, backends CPU %s µs, cluster CPU %s µs; outbox updates %d (HOT %s)\n",
 			c.WALBytesPerRow, c.StmtsPerRow, c.RelayUSPerRow, optF(c.PostgresUSPerRow, "%.0f"), optF(c.ClusterUSPerRow, "%.0f"), c.OutboxUpdates, hot)
+		if !d.Complete {
+			fmt.Fprintln(out, "   (cut: the cost per delivered row includes the work done so far on rows claimed but not yet delivered)")
+		}
 	}
 	fmt.Fprintf(out, "   svix answers %v", d.Status)
 	if d.RelayWarnings+d.RelayErrors > 0 {
