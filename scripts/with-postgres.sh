@@ -10,7 +10,8 @@
 # /usr/lib/postgresql/*/bin (installing Debian's postgresql package when
 # absent and running as root), in a fresh /tmp/relay-pg.XXXXXX, on the first
 # free port from PG_PORT (default 55432), listening on 127.0.0.1 with trust
-# auth and durability off. CMD runs with DATABASE_URL and TEST_DATABASE_URL
+# auth and durability off (pg_stat_statements preloaded when the server has
+# it). CMD runs with DATABASE_URL and TEST_DATABASE_URL
 # exported; on exit (also on failure or Ctrl-C) the throwaway cluster is
 # stopped and its directory removed, and CMD's exit code is returned.
 #
@@ -217,6 +218,11 @@ full_page_writes = off
 jit = off
 timezone = 'UTC'
 CONF
+  # pg_stat_statements, when the server has it, lets make bench count the
+  # statements the relay runs per row (it changes nothing else).
+  if [[ -f $bindir/../lib/pg_stat_statements.so ]]; then
+    echo "shared_preload_libraries = 'pg_stat_statements'" >>"$data/postgresql.conf"
+  fi
 
   first=${PG_PORT:-55432}
   port=

@@ -1,11 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"cmp"
+	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/outbox"
 )
 
@@ -89,5 +96,200 @@ func TestReadProcUsage(t *testing.T) {
 		for i := range uint64(10_000_000) {
 			sink += i * i
 		}
+	}
+}
+
+// Every scenario runs end to end at a tiny size against the relay binary,
+// real PostgreSQL and the fake Svix: every row reaches Svix once, in
+// per-asset order where ordering is on, and each figure is filled in. It
+// checks behaviour, never timings.
+func TestScenariosTiny(t *testing.T) {
+	t.Parallel()
+	base := pgtest.BaseURL(t)
+	jsonPath := filepath.Join(t.TempDir(), "bench.json")
+	var out bytes.Buffer
+	args := []string{
+		"-database-url", base, "-json", jsonPath, "-scenarios", strings.Join(allScenarios, ","),
+		"-rows", "120", "-large-rows", "240", "-next-row-keys", "4", "-next-row-rows", "24",
+		"-latency-rate", "50", "-latency-duration", "1s", "-latency-conns", "2",
+		"-producers", "3", "-producer-duration", "300ms", "-producer-assets", "3", "-producer-rows", "2",
+		"-rate-cap", "200", "-rate-cap-rows", "40", "-concurrency", "20", "-drain-cut", "0",
+		"-relay-log-level", "warn",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	if err := run(ctx, args, &out); err != nil {
+		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("bench JSON: %v", err)
+	}
+
+	if rep.River == nil || rep.River.Rows != 120 || rep.River.RowsPerSec <= 0 {
+		t.Errorf("river-noop: %+v", rep.River)
+	}
+	wantRows := map[string]int{"next-row": 24, "realistic-1m": 240}
+	for _, name := range allScenarios {
+		switch name {
+		case "river-noop", "latency", "producers", "rate-cap":
+			continue
+		}
+		d := rep.drain(name)
+		if d == nil {
+			t.Errorf("%s: not in the report", name)
+			continue
+		}
+		rows := cmp.Or(wantRows[name], 120)
+		if d.Rows != rows || d.Delivered != rows || d.Messages != rows || !d.Complete || d.RecordedSeconds <= 0 {
+			t.Errorf("%s: rows %d, delivered %d, messages %d, complete %v, recorded after %.2f s; want all %d", name, d.Rows, d.Delivered, d.Messages, d.Complete, d.RecordedSeconds, rows)
+		}
+		if d.ToSvix == nil || d.ToSvix.Count != rows {
+			t.Errorf("%s: time to svix %+v, want %d rows", name, d.ToSvix, rows)
+		}
+		c := d.Cost
+		if c == nil || c.WALBytesPerRow <= 0 || c.StmtsPerRow <= 0 || c.OutboxUpdates <= 0 || c.StmtsSource == "" {
+			t.Errorf("%s: PostgreSQL cost %+v, want WAL, statements and outbox updates", name, c)
+		}
+		if d.RelayPeakRSSMiB <= 0 || d.RelayPeakHeapMiB <= 0 {
+			t.Errorf("%s: relay peak RSS %.1f MiB, heap %.1f MiB", name, d.RelayPeakRSSMiB, d.RelayPeakHeapMiB)
+		}
+		if d.Layout == layoutRealistic || d.Layout == layoutFewKeys {
+			if d.MultiRowKeys == 0 || d.NextRow == nil || d.NextRow.Count+d.NextRow.OutOfOrder != rows-d.Keys {
+				t.Errorf("%s: %d keys with several rows, next-row %+v; want a pair per row after its key's first (%d)", name, d.MultiRowKeys, d.NextRow, rows-d.Keys)
+			}
+			if d.Ordering == "asset" && d.NextRow != nil && d.NextRow.OutOfOrder != 0 {
+				t.Errorf("%s: %d rows reached svix before their predecessor with ordering on", name, d.NextRow.OutOfOrder)
+			}
+		}
+		if strings.HasPrefix(name, "realistic") && !strings.HasPrefix(d.Stats, "stale") {
+			t.Errorf("%s: statistics %q, want stale", name, d.Stats)
+		}
+	}
+	if l := rep.Latency; l == nil || l.Rows != 50 || l.Delivered != l.Rows || l.P99MS <= 0 {
+		t.Errorf("latency: %+v", l)
+	}
+	if c := rep.RateCap; c == nil || c.Delivered != 40 || c.SteadyPerSec <= 0 {
+		t.Errorf("rate-cap: %+v", c)
+	}
+	p := rep.Producers
+	if p == nil || len(p.Modes) != len(producerModes) {
+		t.Fatalf("producers: %+v", p)
+	}
+	for _, m := range p.Modes {
+		if m.Txs == 0 || m.Rows != m.Txs*2 {
+			t.Errorf("producers %s: %d transactions, %d rows; want some, 2 rows each", m.Mode, m.Txs, m.Rows)
+		}
+	}
+	if p.Delivered != p.Committed {
+		t.Errorf("producers: %d of %d committed rows reached svix", p.Delivered, p.Committed)
+	}
+	text := out.String()
+	for _, want := range append([]string{"machine: nproc", "summary", "WAL B/row", "target"}, allScenarios...) {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+// The realistic layout spreads rows over 8 apps × rows/50 assets with 1 to
+// 20 rows each, deterministically; the others keep to their shapes.
+func TestPlanBacklog(t *testing.T) {
+	t.Parallel()
+	t.Run("realistic", func(t *testing.T) {
+		t.Parallel()
+		p := planBacklog(layoutRealistic, 50_000, 0)
+		if p.nkeys != 8000 || len(p.keys) != 50_000 {
+			t.Fatalf("%d keys, %d rows; want 8000, 50000", p.nkeys, len(p.keys))
+		}
+		counts := make([]int, p.nkeys)
+		for _, k := range p.keys {
+			counts[k]++
+		}
+		for k, c := range counts {
+			if c < 1 || c > 20 {
+				t.Fatalf("key %d has %d rows, want 1 to 20", k, c)
+			}
+		}
+		if again := planBacklog(layoutRealistic, 50_000, 0); !slices.Equal(again.keys, p.keys) {
+			t.Error("two plans of the same size differ")
+		}
+		if p.multiRowKeys() < 4000 {
+			t.Errorf("%d keys with several rows, want most of 8000", p.multiRowKeys())
+		}
+	})
+	for _, tc := range []struct {
+		layout           string
+		rows, hint, keys int
+	}{
+		{layoutSingle, 100, 0, 100},
+		{layoutDistinct, 100, 0, 100},
+		{layoutFewKeys, 100, 7, 7},
+		{layoutRealistic, 5, 0, 1},
+	} {
+		t.Run(tc.layout, func(t *testing.T) {
+			t.Parallel()
+			p := planBacklog(tc.layout, tc.rows, tc.hint)
+			if p.nkeys != tc.keys || len(p.keys) != tc.rows {
+				t.Errorf("%d keys, %d rows; want %d, %d", p.nkeys, len(p.keys), tc.keys, tc.rows)
+			}
+		})
+	}
+}
+
+// Planned rows pass the outbox's validation and name their row.
+func TestPlannedEventIsValid(t *testing.T) {
+	t.Parallel()
+	p := planBacklog(layoutRealistic, 500, 0)
+	nth := make([]int, p.nkeys)
+	for i, k := range p.keys {
+		app, typ, data := plannedEvent("run1", p, i, nth[k])
+		nth[k]++
+		if err := outbox.Validate(outbox.Event{AppID: app, Type: outbox.EventType(typ), Data: json.RawMessage(data)}); err != nil {
+			t.Fatalf("row %d (%s %s %s): %v", i, app, typ, data, err)
+		}
+		d, err := parseDelivery(app, []byte(`{"type":"`+typ+`","data":`+data+`}`))
+		if err != nil || d.row != i {
+			t.Fatalf("row %d parses as %+v, %v", i, d, err)
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		want    []string
+		wantErr string
+	}{
+		{"default", nil, defaultScenarios, ""},
+		{"large adds the 1M-row drain", []string{"--large"}, append(slices.Clone(defaultScenarios), "realistic-1m"), ""},
+		{"one scenario", []string{"--scenario", "realistic-0ms"}, []string{"realistic-0ms"}, ""},
+		{"scenario twice", []string{"--scenario", "next-row", "--scenario", "producers", "--large"}, []string{"next-row", "producers"}, ""},
+		{"unknown scenario", []string{"--scenario", "nope"}, nil, `unknown scenario "nope"`},
+		{"stray argument", []string{"realistic-0ms"}, nil, `unexpected argument "realistic-0ms"`},
+		{"negative cut", []string{"-drain-cut", "-1s"}, nil, "-drain-cut must not be negative"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o, err := parseFlags(append([]string{"-database-url", "postgres://x"}, tc.args...))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(o.scenarios, tc.want) {
+				t.Errorf("scenarios %v, want %v", o.scenarios, tc.want)
+			}
+		})
 	}
 }

@@ -3,24 +3,46 @@
 // document. `make bench` runs it with a database; `make bench ARGS=-help`
 // lists the flags.
 //
-// Scenarios (-scenarios, in this order):
+// Scenarios (run in this order; `-scenario NAME`, repeatable, runs only
+// those named; `-large` adds realistic-1m):
 //
-//	river-noop           River's own throughput: n no-op jobs inserted, then
-//	                     worked down in this process with the relay's River
-//	                     settings, on the same database. The reference the
-//	                     drain rates are divided by.
-//	drain-0ms            -rows rows inserted with the relay stopped, timed
-//	                     from the relay's start to Svix holding them all;
-//	                     Svix answers at once; ordering by asset (default).
-//	drain-0ms-unordered  the same with --ordering=off.
-//	drain-50ms           Svix answers after 50 ms; ordering by asset.
-//	drain-50ms-unordered the same with --ordering=off (not run by default).
-//	latency              -latency-rate rows/s for -latency-duration, single-row
-//	                     autocommit INSERTs from -latency-conns connections;
-//	                     commit (as the inserting client sees it) to Svix
-//	                     receiving the request.
-//	rate-cap             -rate-cap-rows rows with the relay capped at -rate-cap
-//	                     msg/s and the fake Svix enforcing the same limit.
+//	river-noop                River's own no-op jobs, inserted then worked
+//	                          down in this process with the relay's River
+//	                          settings, on the same database: the reference
+//	                          the drain rates are divided by.
+//	drain-0ms                 the best case: -rows rows, one per asset over 64
+//	                          apps, ANALYZE after the insert, ordering by
+//	                          asset, Svix answering at once.
+//	realistic-0ms             an outage's backlog: -rows rows, 8 apps × rows/50
+//	                          assets × 1–20 rows each (about 6; deterministic
+//	                          pseudo-random), written into a table just
+//	                          created, no ANALYZE and autovacuum off on it for
+//	                          the run (stale statistics), ordering by asset.
+//	realistic-single-0ms      the same with one row per asset.
+//	realistic-unordered-0ms   realistic-0ms with --ordering=off.
+//	realistic-50ms            realistic-0ms with Svix answering after 50 ms.
+//	realistic-1m              realistic-0ms with -large-rows rows (1M; -large).
+//	next-row                  -next-row-keys keys × many rows (fewer keys than
+//	                          the relay's concurrency): the delay from a row's
+//	                          acceptance by Svix to its successor's.
+//	latency                   -latency-rate rows/s (1,000) for -latency-duration,
+//	                          single-row autocommit INSERTs from
+//	                          -latency-conns connections: commit to Svix.
+//	producers                 -producers producers writing rows of a few
+//	                          shared assets in random orders, in autocommit
+//	                          INSERTs, multi-statement transactions and
+//	                          EmitBatch: errors (40P01 deadlocks) and lock
+//	                          waits, with the relay running.
+//	(not by default)          drain-0ms-unordered, drain-50ms,
+//	                          drain-50ms-unordered, realistic-single-unordered-0ms,
+//	                          rate-cap (-rate-cap-rows rows with the relay and
+//	                          the fake Svix capped at -rate-cap msg/s).
+//
+// A drain that has not finished after -drain-cut (30 s) is cut: its rate is
+// that of the rows delivered so far, and the tables say so. Every drain
+// also reports its PostgreSQL cost per delivered row (pgcost.go): WAL
+// bytes, statements (pg_stat_statements when preloaded, else
+// transactions), relay and PostgreSQL CPU, and the outbox's HOT updates.
 //
 // The relay runs as a subprocess built from ./cmd/relay, so its peak RSS
 // (VmHWM) and CPU time (utime+stime) are read from /proc and are its own.
@@ -28,7 +50,9 @@
 // too when the cluster runs on this machine. Every scenario gets a schema
 // of its own (dropped afterwards). The relay logs at -relay-log-level,
 // info by default (a JSON line per delivery, written to a file), as it
-// runs in production.
+// runs in production, and its GC trace gives its peak heap. The bench runs
+// in a database of its own (relay_bench_<run>, dropped afterwards) when it
+// may create one, so that statement and backend CPU counts are its alone.
 package main
 
 import (
@@ -36,6 +60,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime"
@@ -47,28 +72,44 @@ import (
 )
 
 type options struct {
-	databaseURL     string
-	rows            int
-	latencyRate     float64
-	latencyDuration time.Duration
-	latencyConns    int
-	rateCap         float64
-	rateCapRows     int
-	concurrency     int
-	scenarios       []string
-	jsonPath        string
-	relayBin        string
-	logLevel        string
-	profileDir      string
-	keepSchemas     bool
-	relayEnv        []string
+	databaseURL      string
+	rows             int
+	large            bool
+	largeRows        int
+	drainCut         time.Duration
+	nextRowKeys      int
+	nextRowRows      int
+	latencyRate      float64
+	latencyDuration  time.Duration
+	latencyConns     int
+	producers        int
+	producerDuration time.Duration
+	producerAssets   int
+	producerRowsTx   int
+	rateCap          float64
+	rateCapRows      int
+	concurrency      int
+	scenarios        []string
+	jsonPath         string
+	relayBin         string
+	logLevel         string
+	profileDir       string
+	keepSchemas      bool
+	relayEnv         []string
 }
 
-var allScenarios = []string{"river-noop", "drain-0ms", "drain-0ms-unordered", "drain-50ms", "drain-50ms-unordered", "latency", "rate-cap"}
+var allScenarios = []string{
+	"river-noop", "drain-0ms", "drain-0ms-unordered", "realistic-0ms", "realistic-single-0ms", "realistic-unordered-0ms",
+	"realistic-single-unordered-0ms", "realistic-50ms", "realistic-1m", "drain-50ms", "drain-50ms-unordered",
+	"next-row", "latency", "producers", "rate-cap",
+}
 
-// defaultScenarios leaves out drain-50ms-unordered to stay well under five
-// minutes: ordering's cost shows most at 0 ms, which runs both ways.
-var defaultScenarios = []string{"river-noop", "drain-0ms", "drain-0ms-unordered", "drain-50ms", "latency", "rate-cap"}
+// defaultScenarios keeps a run on 2 cores under five minutes even where
+// drains are cut: the best case beside the hard cases users hit.
+var defaultScenarios = []string{
+	"river-noop", "drain-0ms", "realistic-0ms", "realistic-single-0ms", "realistic-unordered-0ms", "realistic-50ms",
+	"next-row", "latency", "producers",
+}
 
 type listFlag []string
 
@@ -80,40 +121,66 @@ func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.StringVar(&o.databaseURL, "database-url", os.Getenv("DATABASE_URL"), "PostgreSQL URL (default $DATABASE_URL)")
 	fs.IntVar(&o.rows, "rows", 50_000, "rows per backlog drain, and no-op jobs of the River reference")
-	fs.Float64Var(&o.latencyRate, "latency-rate", 300, "rows/s inserted in the latency scenario")
-	fs.DurationVar(&o.latencyDuration, "latency-duration", 20*time.Second, "length of the latency scenario")
-	fs.IntVar(&o.latencyConns, "latency-conns", 4, "inserting connections in the latency scenario")
+	fs.BoolVar(&o.large, "large", false, "add realistic-1m: the realistic drain with -large-rows rows (takes minutes)")
+	fs.IntVar(&o.largeRows, "large-rows", 1_000_000, "rows of realistic-1m")
+	fs.DurationVar(&o.drainCut, "drain-cut", 30*time.Second, "cut a drain after this long and rate the rows delivered so far (0: wait for every row)")
+	fs.IntVar(&o.nextRowKeys, "next-row-keys", defaultNextRowKeys, "keys of the next-row scenario (fewer than -concurrency)")
+	fs.IntVar(&o.nextRowRows, "next-row-rows", 1_000, "rows of the next-row scenario")
+	fs.Float64Var(&o.latencyRate, "latency-rate", 1000, "rows/s inserted in the latency scenario")
+	fs.DurationVar(&o.latencyDuration, "latency-duration", 10*time.Second, "length of the latency scenario")
+	fs.IntVar(&o.latencyConns, "latency-conns", 8, "inserting connections in the latency scenario")
+	fs.IntVar(&o.producers, "producers", 8, "concurrent producers of the producers scenario")
+	fs.DurationVar(&o.producerDuration, "producer-duration", 3*time.Second, "length of each producer mode")
+	fs.IntVar(&o.producerAssets, "producer-assets", 6, "assets the producers share")
+	fs.IntVar(&o.producerRowsTx, "producer-rows", 3, "rows (of distinct assets) per producer transaction")
 	fs.Float64Var(&o.rateCap, "rate-cap", 800, "msg/s cap of the rate-cap scenario (relay and fake Svix)")
 	fs.IntVar(&o.rateCapRows, "rate-cap-rows", 20_000, "backlog of the rate-cap scenario")
 	fs.IntVar(&o.concurrency, "concurrency", relayConcurrency, "RELAY_CONCURRENCY, and MaxWorkers of the River reference")
 	scen := fs.String("scenarios", strings.Join(defaultScenarios, ","), "comma-separated scenarios to run, of: "+strings.Join(allScenarios, ", "))
+	var only listFlag
+	fs.Var(&only, "scenario", "run only this scenario (repeatable; overrides -scenarios)")
 	fs.StringVar(&o.jsonPath, "json", "", "write the JSON document to this file instead of stdout")
 	fs.StringVar(&o.relayBin, "relay-bin", "", "relay binary to run (default: go build ./cmd/relay into a temporary directory)")
 	fs.StringVar(&o.logLevel, "relay-log-level", "info", "RELAY_LOG_LEVEL of the relay (info, the default, logs a line per delivery to a file)")
 	fs.StringVar(&o.profileDir, "cpuprofile-dir", "", "write a CPU profile of the relay per scenario into this directory (RELAY_CPU_PROFILE)")
-	fs.BoolVar(&o.keepSchemas, "keep-schemas", false, "keep each scenario's schema for inspection")
+	fs.BoolVar(&o.keepSchemas, "keep-schemas", false, "keep the bench's database and each scenario's schema for inspection")
 	fs.Var((*listFlag)(&o.relayEnv), "relay-env", "extra NAME=value for the relay's environment (repeatable), e.g. RELAY_DB_MAX_CONNS=30")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q (flags only; see -help)", fs.Arg(0))
+	}
 	if o.databaseURL == "" {
 		return o, fmt.Errorf("no database: set DATABASE_URL or -database-url (make bench provides one)")
 	}
-	for s := range strings.SplitSeq(*scen, ",") {
+	list := strings.Split(*scen, ",")
+	if len(only) > 0 {
+		list = only
+	} else if o.large {
+		list = append(list, "realistic-1m")
+	}
+	for _, s := range list {
 		s = strings.TrimSpace(s)
-		if s == "" {
+		if s == "" || contains(o.scenarios, s) {
 			continue
 		}
 		if !contains(allScenarios, s) {
-			return o, fmt.Errorf("-scenarios: unknown scenario %q; known: %s", s, strings.Join(allScenarios, ", "))
+			return o, fmt.Errorf("-scenario: unknown scenario %q; known: %s", s, strings.Join(allScenarios, ", "))
 		}
 		o.scenarios = append(o.scenarios, s)
 	}
 	switch {
-	case o.rows < 1 || o.rateCapRows < 2:
-		return o, fmt.Errorf("-rows must be at least 1 and -rate-cap-rows at least 2")
+	case o.rows < 1 || o.largeRows < 1 || o.rateCapRows < 2 || o.nextRowRows < 2:
+		return o, fmt.Errorf("-rows and -large-rows must be at least 1, -rate-cap-rows and -next-row-rows at least 2")
+	case o.nextRowKeys < 1 || o.nextRowKeys >= o.nextRowRows:
+		return o, fmt.Errorf("-next-row-keys must be at least 1 and below -next-row-rows, got %d", o.nextRowKeys)
+	case o.drainCut < 0:
+		return o, fmt.Errorf("-drain-cut must not be negative, got %s", o.drainCut)
 	case o.latencyRate <= 0 || o.latencyDuration <= 0 || o.latencyConns < 1:
 		return o, fmt.Errorf("-latency-rate, -latency-duration and -latency-conns must be positive")
+	case o.producers < 1 || o.producerDuration <= 0 || o.producerRowsTx < 1 || o.producerAssets < o.producerRowsTx:
+		return o, fmt.Errorf("-producers, -producer-duration and -producer-rows must be positive, and -producer-assets at least -producer-rows")
 	case o.rateCap <= 0 || o.concurrency < 1:
 		return o, fmt.Errorf("-rate-cap and -concurrency must be positive")
 	}
@@ -140,6 +207,12 @@ type bench struct {
 	cores       int
 	pg          *pgCPU
 	keepSchemas bool
+	// dbName is the bench's own database; empty when it shares the given one.
+	dbName string
+	// stmtsSource says what stmts/row counts (pgcost.go).
+	stmtsSource string
+	// own counts the bench's statements in its database.
+	own counter
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -149,13 +222,93 @@ func (b *bench) logf(format string, args ...any) {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, args []string) (err error) {
+// adminPool connects the bench's own two connections.
+func adminPool(ctx context.Context, databaseURL string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database URL: %w", err)
+	}
+	cfg.MaxConns = 2
+	cfg.ConnConfig.RuntimeParams["application_name"] = "relay-bench"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	return pool, nil
+}
+
+// runScenario runs one scenario and adds its result to rep.
+func (b *bench) runScenario(ctx context.Context, name string, rep *report) error {
+	o := b.opts
+	realistic := drainSpec{name: name, rows: o.rows, layout: layoutRealistic, ordering: "asset"}
+	best := drainSpec{name: name, rows: o.rows, layout: layoutDistinct, analyze: true, ordering: "asset"}
+	var spec drainSpec
+	switch name {
+	case "river-noop":
+		r, err := b.riverNoop(ctx, o.rows)
+		rep.River = &r
+		return err
+	case "latency":
+		r, err := b.latency(ctx)
+		rep.Latency = &r
+		return err
+	case "producers":
+		r, err := b.producers(ctx)
+		rep.Producers = &r
+		return err
+	case "drain-0ms":
+		spec = best
+	case "drain-0ms-unordered":
+		spec = best
+		spec.ordering = "off"
+	case "drain-50ms":
+		spec = best
+		spec.svixLatency = 50 * time.Millisecond
+	case "drain-50ms-unordered":
+		spec = best
+		spec.svixLatency, spec.ordering = 50*time.Millisecond, "off"
+	case "realistic-0ms":
+		spec = realistic
+	case "realistic-single-0ms":
+		spec = realistic
+		spec.layout = layoutSingle
+	case "realistic-unordered-0ms":
+		spec = realistic
+		spec.ordering = "off"
+	case "realistic-single-unordered-0ms":
+		spec = realistic
+		spec.layout, spec.ordering = layoutSingle, "off"
+	case "realistic-50ms":
+		spec = realistic
+		spec.svixLatency = 50 * time.Millisecond
+	case "realistic-1m":
+		spec = realistic
+		spec.rows = o.largeRows
+	case "next-row":
+		spec = realistic
+		spec.rows, spec.layout, spec.keys = o.nextRowRows, layoutFewKeys, o.nextRowKeys
+	case "rate-cap":
+		spec = drainSpec{name: name, rows: o.rateCapRows, layout: layoutDistinct, analyze: true, ordering: "asset", rateLimit: o.rateCap}
+		r, err := b.drain(ctx, spec)
+		rep.RateCap = &r
+		return err
+	default:
+		return fmt.Errorf("unknown scenario %q", name)
+	}
+	r, err := b.drain(ctx, spec)
+	rep.Drains = append(rep.Drains, r)
+	return err
+}
+
+// run runs the bench and prints its tables, and the JSON document unless
+// -json names a file, to out.
+func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	o, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -182,20 +335,33 @@ func run(ctx context.Context, args []string) (err error) {
 		}
 	}
 
-	cfg, err := pgxpool.ParseConfig(o.databaseURL)
+	if b.admin, err = adminPool(ctx, o.databaseURL); err != nil {
+		return err
+	}
+	defer func() { b.admin.Close() }()
+	url, dropDB, err := b.ownDatabase(ctx, o.databaseURL)
 	if err != nil {
-		return fmt.Errorf("parse database URL: %w", err)
+		return err
 	}
-	cfg.MaxConns = 2
-	if b.admin, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
-		return fmt.Errorf("connect: %w", err)
+	if b.dbName != "" {
+		given := b.admin
+		if b.admin, err = adminPool(ctx, url); err != nil {
+			return err
+		}
+		defer func() {
+			b.admin.Close()
+			b.admin = given
+			dropDB()
+		}()
 	}
-	defer b.admin.Close()
+	b.databaseURL = url
+	b.stmtsSource = b.setupStatements(ctx, b.admin)
 
 	rep := &report{Settings: settingsOf(o)}
 	if rep.Machine, err = machineOf(ctx, b); err != nil {
 		return err
 	}
+	rep.Machine.StatementsSource = b.stmtsSource
 	b.pg = newPGCPU(rep.Machine.pgDataDir)
 	b.logf("%d CPUs (%s), PostgreSQL %s, load average %s", rep.Machine.CPUs, rep.Machine.CPUModel, rep.Machine.PostgresVersion, rep.Machine.LoadAvg)
 
@@ -208,41 +374,16 @@ func run(ctx context.Context, args []string) (err error) {
 	}
 
 	for _, s := range o.scenarios {
-		b.logf("scenario %s", s)
+		b.logf("scenario %s (load average %s)", s, load1())
 		t := time.Now()
-		switch s {
-		case "river-noop":
-			var r DrainResult
-			r, err = b.riverNoop(ctx, o.rows)
-			rep.River = &r
-		case "drain-0ms", "drain-0ms-unordered", "drain-50ms", "drain-50ms-unordered":
-			lat := time.Duration(0)
-			if strings.HasPrefix(s, "drain-50ms") {
-				lat = 50 * time.Millisecond
-			}
-			ordering := "asset"
-			if strings.HasSuffix(s, "-unordered") {
-				ordering = "off"
-			}
-			var r DrainResult
-			r, err = b.drain(ctx, s, o.rows, lat, ordering, 0)
-			rep.Drains = append(rep.Drains, r)
-		case "latency":
-			var r LatencyResult
-			r, err = b.latency(ctx)
-			rep.Latency = &r
-		case "rate-cap":
-			var r DrainResult
-			r, err = b.drain(ctx, s, o.rateCapRows, 0, "asset", o.rateCap)
-			rep.RateCap = &r
-		}
-		if err != nil {
+		if err := b.runScenario(ctx, s, rep); err != nil {
 			return fmt.Errorf("scenario %s: %w", s, err)
 		}
 		b.logf("scenario %s done in %s", s, time.Since(t).Round(100*time.Millisecond))
 	}
+	rep.Machine.LoadAvgEnd = loadAvg()
 	rep.TotalSeconds = time.Since(began).Seconds()
 	rep.finish()
-	rep.printTable(os.Stdout)
-	return rep.writeJSON(o.jsonPath)
+	rep.printTable(out)
+	return rep.writeJSON(out, o.jsonPath)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,10 +20,16 @@ import (
 // 100 on every Linux architecture the relay builds for.
 const clockTicks = 100
 
-// buildRelay compiles ./cmd/relay into dir and returns the binary's path.
+// buildRelay compiles the module's ./cmd/relay into dir and returns the
+// binary's path.
 func buildRelay(ctx context.Context, dir string) (string, error) {
 	bin := filepath.Join(dir, "relay")
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == os.DevNull {
+		return "", fmt.Errorf("find the module root (go env GOMOD): %v", err)
+	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/relay")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/relay: %w", err)
@@ -171,11 +178,27 @@ func (p *relayProc) exitErr() error {
 	return p.waitErr
 }
 
-// logLines counts the relay's log lines at warn level and above.
-func (p *relayProc) problemLines() (warn, errs int) {
+// dead reports whether the relay has exited.
+func (p *relayProc) dead() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// gcHeap matches the heap sizes of a GODEBUG=gctrace=1 line: heap at GC
+// start, at GC end, and live, in MiB ("4->5->2 MB").
+var gcHeap = regexp.MustCompile(`(\d+)->(\d+)->(\d+) MB`)
+
+// logSummary counts the relay's log lines at warn level and above, and
+// reads its peak heap (the largest heap at the start of a GC) from the
+// runtime's GC trace in the same file.
+func (p *relayProc) logSummary() (warn, errs int, peakHeapMiB float64) {
 	b, err := os.ReadFile(p.logPath)
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
 		switch {
@@ -183,9 +206,14 @@ func (p *relayProc) problemLines() (warn, errs int) {
 			warn++
 		case strings.Contains(line, `"level":"error"`):
 			errs++
+		case strings.HasPrefix(line, "gc "):
+			if m := gcHeap.FindStringSubmatch(line); m != nil {
+				v, _ := strconv.ParseFloat(m[1], 64)
+				peakHeapMiB = max(peakHeapMiB, v)
+			}
 		}
 	}
-	return warn, errs
+	return warn, errs, peakHeapMiB
 }
 
 // pgCPU reads the CPU time of a local PostgreSQL cluster: the postmaster,

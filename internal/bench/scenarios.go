@@ -15,12 +15,10 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
-	"github.com/mediaplatform/relay/dispatch"
-	"github.com/mediaplatform/relay/internal/msgkey"
 	"github.com/mediaplatform/relay/internal/svixfake"
 )
 
-// River settings of the relay (dispatch.New), used again for the no-op
+// River settings of the relay (dispatch.New in cmd/relay), used again for the no-op
 // reference so that the two rates compare like with like.
 const (
 	riverClientFetchCooldown = time.Millisecond       // the client's: spaces insert notifications
@@ -66,11 +64,28 @@ type DrainResult struct {
 	SteadyPerSec float64 `json:"steady_per_sec,omitempty"`
 	VsRiver      float64 `json:"vs_river,omitempty"`
 	InsertSecs   float64 `json:"backlog_insert_seconds"`
+	// Layout and Stats say how the backlog was written (backlog.go).
+	Layout       string `json:"layout,omitempty"`
+	Stats        string `json:"planner_statistics,omitempty"`
+	Keys         int    `json:"keys,omitempty"`
+	MultiRowKeys int    `json:"keys_with_several_rows,omitempty"`
+	// Delivered rows reached Svix; fewer than Rows when the drain was cut
+	// after CutAfterSecs (the rate is then that of the delivered rows).
+	Delivered    int     `json:"delivered"`
+	Complete     bool    `json:"complete"`
+	CutAfterSecs float64 `json:"cut_after_seconds,omitempty"`
+	// ToSvix is the time from the relay's start to each row's acceptance.
+	ToSvix  *Delay   `json:"to_svix,omitempty"`
+	NextRow *NextRow `json:"next_row,omitempty"`
+	Cost    *Cost    `json:"pg_cost,omitempty"`
 	Usage
-	Status        map[string]int64 `json:"svix_status,omitempty"`
-	Messages      int              `json:"svix_messages,omitempty"`
-	RelayWarnings int              `json:"relay_warn_lines,omitempty"`
-	RelayErrors   int              `json:"relay_error_lines,omitempty"`
+	LoadAtStart      string           `json:"load_average_1m_at_start,omitempty"`
+	BusyElsewhere    int              `json:"busy_backends_elsewhere,omitempty"`
+	RelayPeakHeapMiB float64          `json:"relay_peak_heap_mib,omitempty"`
+	Status           map[string]int64 `json:"svix_status,omitempty"`
+	Messages         int              `json:"svix_messages,omitempty"`
+	RelayWarnings    int              `json:"relay_warn_lines,omitempty"`
+	RelayErrors      int              `json:"relay_error_lines,omitempty"`
 }
 
 // LatencyResult is the steady-state latency scenario.
@@ -89,8 +104,10 @@ type LatencyResult struct {
 	MaxMS        float64 `json:"max_ms"`
 	MeanMS       float64 `json:"mean_ms"`
 	Usage
-	RelayWarnings int `json:"relay_warn_lines,omitempty"`
-	RelayErrors   int `json:"relay_error_lines,omitempty"`
+	LoadAtStart      string  `json:"load_average_1m_at_start,omitempty"`
+	RelayPeakHeapMiB float64 `json:"relay_peak_heap_mib,omitempty"`
+	RelayWarnings    int     `json:"relay_warn_lines,omitempty"`
+	RelayErrors      int     `json:"relay_error_lines,omitempty"`
 }
 
 // cpuMark is a point to measure CPU from.
@@ -164,6 +181,8 @@ func (b *bench) relayEnv(name string, fake *svixfake.Server, sch *benchSchema, e
 		"SVIX_SERVER_URL=" + fake.URL(),
 		"RELAY_LOG_LEVEL=" + b.opts.logLevel,
 		"RELAY_CONCURRENCY=" + strconv.Itoa(b.opts.concurrency),
+		// The runtime's GC trace, in the log file: the relay's peak heap.
+		"GODEBUG=gctrace=1",
 	}
 	if b.opts.profileDir != "" {
 		env = append(env, "RELAY_CPU_PROFILE="+filepath.Join(b.opts.profileDir, name+".pprof"))
@@ -194,93 +213,13 @@ func statusMap(fake *svixfake.Server) map[string]int64 {
 	return m
 }
 
-// drain times a backlog of rows from relay start until Svix has them all.
-func (b *bench) drain(ctx context.Context, name string, rows int, svixLatency time.Duration, ordering string, rateLimit float64) (_ DrainResult, err error) {
-	res := DrainResult{Scenario: name, Rows: rows, SvixLatencyMS: int(svixLatency / time.Millisecond), Ordering: ordering, RateLimit: rateLimit}
-	run := &relayRun{name: name}
-	defer run.close(b)
-
-	if run.sch, err = b.newSchema(ctx, "bench_"+sanitize(name), 4); err != nil {
-		return res, err
-	}
-	t := time.Now()
-	if err := insertBacklog(ctx, run.sch.pool, b.runID, rows); err != nil {
-		return res, err
-	}
-	res.InsertSecs = time.Since(t).Seconds()
-	if run.fake, err = b.newFake(); err != nil {
-		return res, err
-	}
-	run.fake.SetLatency(svixLatency, 0)
-	if rateLimit > 0 {
-		run.fake.SetRateLimit(int(rateLimit))
-	}
-	extra := []string{"RELAY_ORDERING=" + ordering}
-	if rateLimit > 0 {
-		extra = append(extra, "RELAY_RATE_LIMIT="+strconv.FormatFloat(rateLimit, 'f', -1, 64))
-	}
-
-	m, err := b.mark(nil)
-	if err != nil {
-		return res, err
-	}
-	start := time.Now()
-	if run.proc, err = startRelay(b.relayBin, b.relayEnv(name, run.fake, run.sch, extra...), filepath.Join(b.tmp, name+".log")); err != nil {
-		return res, err
-	}
-	limit := time.Duration(float64(rows)/200*float64(time.Second)) + 30*time.Second
-	if err := run.proc.waitFor(ctx, run.fake, limit, func(s *svixfake.Server) bool { return s.MessageCount() >= rows }); err != nil {
-		return res, fmt.Errorf("%s: %d of %d rows reached svix within %s: %w", name, run.fake.MessageCount(), rows, limit, err)
-	}
-	elapsed := time.Since(start)
-	relay, err := run.proc.usage()
-	if err != nil {
-		return res, err
-	}
-	res.Usage = b.usageSince(m, relay, rows)
-	wctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	if err := waitRecorded(wctx, run.sch.pool); err != nil {
-		return res, fmt.Errorf("%s: %w", name, err)
-	}
-	res.RecordedSeconds = time.Since(start).Seconds()
-	res.Seconds = elapsed.Seconds()
-	res.RowsPerSec = float64(rows) / elapsed.Seconds()
-	res.Status = statusMap(run.fake)
-	res.Messages = run.fake.MessageCount()
-	if rateLimit > 0 {
-		msgs := run.fake.AllMessages()
-		first, last := msgs[0].Timestamp, msgs[0].Timestamp
-		for _, msg := range msgs {
-			if msg.Timestamp.Before(first) {
-				first = msg.Timestamp
-			}
-			if msg.Timestamp.After(last) {
-				last = msg.Timestamp
-			}
-		}
-		if span := last.Sub(first); span > 0 {
-			res.SteadyPerSec = float64(len(msgs)-1) / span.Seconds()
-		}
-	}
-	if err := run.proc.stop(30 * time.Second); err != nil {
-		b.logf("%s: %v", name, err)
-	}
-	res.RelayWarnings, res.RelayErrors = run.proc.problemLines()
-	run.proc = nil
-	if res.Messages != rows {
-		return res, fmt.Errorf("%s: svix holds %d messages for %d rows", name, res.Messages, rows)
-	}
-	return res, nil
-}
-
 // latency inserts rows at a fixed rate with single-row autocommit INSERTs
 // from several connections and measures commit (as the inserting client
 // sees it) to Svix receiving the request.
 func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 	name := "latency"
 	o := b.opts
-	res := LatencyResult{Scenario: name, TargetRate: o.latencyRate, Conns: o.latencyConns, Ordering: dispatch.OrderByAsset}
+	res := LatencyResult{Scenario: name, TargetRate: o.latencyRate, Conns: o.latencyConns, Ordering: "asset", LoadAtStart: load1()}
 	run := &relayRun{name: name}
 	defer run.close(b)
 	if run.sch, err = b.newSchema(ctx, "bench_latency", int32(o.latencyConns)+2); err != nil {
@@ -289,13 +228,6 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 	if run.fake, err = b.newFake(); err != nil {
 		return res, err
 	}
-	var arrivals sync.Map // eventId -> time.Time
-	run.fake.SetInterceptor(func(r *svixfake.Request) (svixfake.Reply, bool) {
-		if r.EventID != "" {
-			arrivals.LoadOrStore(r.EventID, r.Received)
-		}
-		return svixfake.Reply{}, false
-	})
 	if run.proc, err = startRelay(b.relayBin, b.relayEnv(name, run.fake, run.sch, "RELAY_ORDERING="+res.Ordering), filepath.Join(b.tmp, name+".log")); err != nil {
 		return res, err
 	}
@@ -303,7 +235,7 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 	// Warm up: the relay is connected, listening and has sent a few rows.
 	const warm = 20
 	for i := range warm {
-		if _, err := insertOne(ctx, run.sch.pool, b.runID, 10_000_000+i); err != nil {
+		if err := insertOne(ctx, run.sch.pool, b.runID, 10_000_000+i); err != nil {
 			return res, err
 		}
 	}
@@ -314,11 +246,7 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 
 	total := int(o.latencyRate * o.latencyDuration.Seconds())
 	period := time.Duration(float64(time.Second) / o.latencyRate)
-	type commit struct {
-		key string
-		at  time.Time
-	}
-	commits := make([]commit, total)
+	commits := make([]time.Time, total) // row i's commit, as its inserter saw it
 	m, err := b.mark(run.proc)
 	if err != nil {
 		return res, err
@@ -338,12 +266,11 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 					case <-time.After(d):
 					}
 				}
-				key, err := insertOne(gctx, run.sch.pool, b.runID, i)
-				if err != nil {
+				if err := insertOne(gctx, run.sch.pool, b.runID, i); err != nil {
 					stop(err)
 					return
 				}
-				commits[i] = commit{key: key, at: time.Now()}
+				commits[i] = time.Now()
 			}
 		})
 	}
@@ -362,16 +289,21 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 	}
 	res.Usage = b.usageSince(m, relay, total)
 
+	// Each row's acceptance by Svix, matched to its commit by the row
+	// index its entity_id carries.
+	dels, err := deliveries(run.fake.AllMessages())
+	if err != nil {
+		return res, fmt.Errorf("latency: %w", err)
+	}
 	lat := make([]time.Duration, 0, total)
 	var sum time.Duration
-	for _, c := range commits {
-		v, ok := arrivals.Load(c.key)
-		if !ok {
+	for _, d := range dels {
+		if d.row < 0 || d.row >= total || commits[d.row].IsZero() {
 			continue
 		}
-		d := v.(time.Time).Sub(c.at)
-		lat = append(lat, d)
-		sum += d
+		v := time.UnixMicro(d.atUS).Sub(commits[d.row])
+		lat = append(lat, v)
+		sum += v
 	}
 	slices.Sort(lat)
 	res.Rows, res.Delivered = total, len(lat)
@@ -384,22 +316,20 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 	if err := run.proc.stop(30 * time.Second); err != nil {
 		b.logf("latency: %v", err)
 	}
-	res.RelayWarnings, res.RelayErrors = run.proc.problemLines()
+	res.RelayWarnings, res.RelayErrors, res.RelayPeakHeapMiB = run.proc.logSummary()
 	run.proc = nil
 	return res, nil
 }
 
-const insertOneSQL = `INSERT INTO outbox (app_id, event_type, data) VALUES ($1, $2, $3::jsonb) RETURNING id, created_at`
+const insertOneSQL = `INSERT INTO outbox (app_id, event_type, data) VALUES ($1, $2, $3::jsonb)`
 
-// insertOne writes row i in its own transaction and returns its key.
-func insertOne(ctx context.Context, pool *pgxpool.Pool, run string, i int) (string, error) {
+// insertOne writes row i in its own transaction.
+func insertOne(ctx context.Context, pool *pgxpool.Pool, run string, i int) error {
 	app, typ, data := event(run, i)
-	var id int64
-	var created time.Time
-	if err := pool.QueryRow(ctx, insertOneSQL, app, typ, data).Scan(&id, &created); err != nil {
-		return "", fmt.Errorf("insert outbox row: %w", err)
+	if _, err := pool.Exec(ctx, insertOneSQL, app, typ, data); err != nil {
+		return fmt.Errorf("insert outbox row: %w", err)
 	}
-	return msgkey.Format(id, created, 0), nil
+	return nil
 }
 
 func pct(sorted []time.Duration, q float64) time.Duration {
@@ -492,6 +422,7 @@ func (b *bench) riverNoop(ctx context.Context, n int) (_ DrainResult, err error)
 	res.Usage = b.usageSince(m, procUsage{}, n)
 	res.Seconds = elapsed.Seconds()
 	res.RowsPerSec = float64(n) / elapsed.Seconds()
+	res.Delivered, res.Complete = n, true
 	return res, nil
 }
 

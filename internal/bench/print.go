@@ -1,0 +1,184 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+func f1(v float64) string { return fmt.Sprintf("%.1f", v) }
+
+func optF(v *float64, format string) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf(format, *v)
+}
+
+func (r *report) printTable(out io.Writer) {
+	m := r.Machine
+	fmt.Fprintf(out, "\nmachine: nproc %d, %s, memory %s, %s; PostgreSQL %s (fsync %s, synchronous_commit %s, full_page_writes %s); load average at start %s, at end %s\n",
+		m.CPUs, m.CPUModel, m.MemTotal, m.GoVersion, m.PostgresVersion, m.PostgresFsync, m.PostgresSyncCommt, m.PostgresFPW, m.LoadAvg, m.LoadAvgEnd)
+	db := "a database of its own (" + m.OwnDatabase + ")"
+	if m.OwnDatabase == "" {
+		db = "the given database (shared: statement and backend counts include other clients)"
+	}
+	pgCPU := "PostgreSQL CPU from /proc (backends of the bench's database; cluster = every process of the cluster)"
+	if !m.PostgresLocalCPU {
+		pgCPU = "PostgreSQL CPU unavailable (the cluster is not on this machine or not readable)"
+	}
+	fmt.Fprintf(out, "bench: %s; stmts/row = %s; %s\n", db, m.StatementsSource, pgCPU)
+	s := r.Settings
+	fmt.Fprintf(out, "relay and River reference: concurrency (MaxWorkers) %d, queue FetchCooldown %s, FetchPollInterval %s; relay log level %s; drains cut after %s",
+		s.Concurrency, s.FetchCooldown, s.FetchPollInterval, s.RelayLogLevel, s.DrainCut)
+	if len(s.RelayEnv) > 0 {
+		fmt.Fprintf(out, "; env %s", strings.Join(s.RelayEnv, " "))
+	}
+	fmt.Fprintln(out)
+
+	if rv := r.River; rv != nil {
+		fmt.Fprintf(out, "\n== river-noop: %d no-op jobs, worked down by River in the bench process\n", rv.Rows)
+		pg := "-"
+		if rv.PostgresCPUPer1k != nil {
+			pg = fmt.Sprintf("%.0f", *rv.PostgresCPUPer1k*1000) // seconds per 1,000 jobs = ms per job
+		}
+		fmt.Fprintf(out, "   %.0f jobs/s (%.2f s); bench CPU %.0f µs/job; PostgreSQL cluster CPU %s µs/job; machine busy %.0f%%\n",
+			rv.RowsPerSec, rv.Seconds, rv.BenchCPUPer1k*1000, pg, 100*rv.CPUBusy)
+	}
+	for i := range r.Drains {
+		r.printDrain(out, &r.Drains[i])
+	}
+	if c := r.RateCap; c != nil {
+		r.printDrain(out, c)
+		fmt.Fprintf(out, "   rate cap %.0f msg/s: %.1f msg/s between the first and last message\n", c.RateLimit, c.SteadyPerSec)
+	}
+	if l := r.Latency; l != nil {
+		fmt.Fprintf(out, "\n== latency: %d rows at %.0f rows/s (%.1f achieved) from %d connections (single-row autocommit INSERTs), ordering %s\n",
+			l.Rows, l.TargetRate, l.AchievedRate, l.Conns, l.Ordering)
+		fmt.Fprintf(out, "   commit -> Svix: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms, mean %.1f ms; %d of %d delivered\n",
+			l.P50MS, l.P95MS, l.P99MS, l.MaxMS, l.MeanMS, l.Delivered, l.Rows)
+		fmt.Fprintf(out, "   relay: peak RSS %.1f MiB, peak heap %.0f MiB, CPU %.0f µs/row; load at start %s; relay logged %d warnings, %d errors\n",
+			l.RelayPeakRSSMiB, l.RelayPeakHeapMiB, l.RelayCPUPer1k*1000, l.LoadAtStart, l.RelayWarnings, l.RelayErrors)
+	}
+	if p := r.Producers; p != nil {
+		fmt.Fprintf(out, "\n== producers: %d producers, each transaction writes %d rows of %d shared assets in random order, relay running (ordering asset)\n",
+			p.Producers, p.RowsPerTx, p.Assets)
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "   mode\ttx committed\ttx/s\ttx p50 ms\ttx p99 ms\terrors\tdeadlocks 40P01\tlock waits on producers\ton relay/others\twaiting ms (sampled)\terrors by SQLSTATE\t")
+		for _, m := range p.Modes {
+			fmt.Fprintf(tw, "   %s\t%d\t%.0f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%.0f\t%v\t\n", m.Mode, m.Txs, m.TxPerSec, m.TxP50MS, m.TxP99MS,
+				m.errorCount(), m.Deadlocks, m.WaitsOnProducers, m.WaitsOnOthers, m.WaitSampledMS, m.Errors)
+		}
+		tw.Flush()
+		fmt.Fprintf(out, "   %d of %d committed rows reached Svix; load at start %s; relay logged %d warnings, %d errors\n",
+			p.Delivered, p.Committed, p.LoadAtStart, p.RelayWarnings, p.RelayErrors)
+	}
+
+	r.printSummary(out)
+
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "target\tgoal\tmeasured\tmet")
+	for _, t := range r.Targets {
+		met := "yes"
+		if !t.Met {
+			met = "NO"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Figure, t.Target, t.Measured, met)
+	}
+	tw.Flush()
+	fmt.Fprintf(out, "\ntotal %.0f s (%s)\n\n", r.TotalSeconds, time.Duration(r.TotalSeconds*float64(time.Second)).Round(time.Second))
+}
+
+func (r *report) printDrain(out io.Writer, d *DrainResult) {
+	fmt.Fprintf(out, "\n== %s: %d rows, %s layout (%d keys, %d with several rows), %s, ordering %s, Svix %d ms\n",
+		d.Scenario, d.Rows, d.Layout, d.Keys, d.MultiRowKeys, d.Stats, d.Ordering, d.SvixLatencyMS)
+	cut := ""
+	if !d.Complete {
+		cut = fmt.Sprintf(" (CUT after %.0f s)", d.CutAfterSecs)
+	}
+	ratio := ""
+	if d.VsRiver > 0 {
+		ratio = fmt.Sprintf(", %.2f × River", d.VsRiver)
+	}
+	fmt.Fprintf(out, "   %d of %d rows at Svix in %.2f s%s: %.0f rows/s%s; backlog inserted in %.1f s", d.Delivered, d.Rows, d.Seconds, cut, d.RowsPerSec, ratio, d.InsertSecs)
+	if d.RecordedSeconds > 0 {
+		fmt.Fprintf(out, "; all recorded delivered after %.2f s", d.RecordedSeconds)
+	}
+	fmt.Fprintln(out)
+	if t := d.ToSvix; t != nil {
+		fmt.Fprintf(out, "   relay start -> Svix, per row: p50 %.0f ms, p99 %.0f ms, max %.0f ms\n", t.P50MS, t.P99MS, t.MaxMS)
+	}
+	if n := d.NextRow; n != nil {
+		fmt.Fprintf(out, "   next row of a key after its predecessor: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d pairs, %d censored at the cut, %d out of order)\n",
+			n.P50MS, n.P99MS, n.MaxMS, n.Count, n.Censored, n.OutOfOrder)
+	}
+	fmt.Fprintf(out, "   relay: peak RSS %.1f MiB, peak heap %.0f MiB, CPU %.2f s; bench (fake Svix) CPU %.2f s; machine busy %.0f%%; load at start %s; %d backends busy in other databases\n",
+		d.RelayPeakRSSMiB, d.RelayPeakHeapMiB, d.RelayCPUSeconds, d.BenchCPUSeconds, 100*d.CPUBusy, d.LoadAtStart, d.BusyElsewhere)
+	if c := d.Cost; c != nil {
+		hot := "-"
+		if c.HOTRatio != nil {
+			hot = fmt.Sprintf("%.0f%%", 100**c.HOTRatio)
+		}
+		fmt.Fprintf(out, "   PostgreSQL per delivered row: WAL %.0f B, %.2f statements, relay CPU %.0f µs, backends CPU %s µs, cluster CPU %s µs; outbox updates %d (HOT %s)\n",
+			c.WALBytesPerRow, c.StmtsPerRow, c.RelayUSPerRow, optF(c.PostgresUSPerRow, "%.0f"), optF(c.ClusterUSPerRow, "%.0f"), c.OutboxUpdates, hot)
+		if !d.Complete {
+			fmt.Fprintln(out, "   (cut: the cost per delivered row includes the work done so far on rows claimed but not yet delivered)")
+		}
+	}
+	fmt.Fprintf(out, "   svix answers %v", d.Status)
+	if d.RelayWarnings+d.RelayErrors > 0 {
+		fmt.Fprintf(out, "; relay logged %d warnings and %d errors", d.RelayWarnings, d.RelayErrors)
+	}
+	fmt.Fprintln(out)
+}
+
+// printSummary prints one line per scenario.
+func (r *report) printSummary(out io.Writer) {
+	fmt.Fprintln(out, "\nsummary (p50/p99: drains, relay start -> Svix per row; next-row, a key's next row after its predecessor; latency, commit -> Svix; producers, transaction time)")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\trows\trows/s\tvs River\tp50 ms\tp99 ms\tWAL B/row\tstmts/row\trelay µs/row\tpg µs/row\tHOT\tRSS MiB\tload\t")
+	if rv := r.River; rv != nil {
+		fmt.Fprintf(tw, "river-noop\t%d\t%.0f\t1.00\t-\t-\t-\t-\t-\t-\t-\t-\t-\t\n", rv.Rows, rv.RowsPerSec)
+	}
+	drains := append([]DrainResult{}, r.Drains...)
+	if r.RateCap != nil {
+		drains = append(drains, *r.RateCap)
+	}
+	for _, d := range drains {
+		rate := fmt.Sprintf("%.0f", d.RowsPerSec)
+		if !d.Complete {
+			rate += " (cut)"
+		}
+		ratio := "-"
+		if d.VsRiver > 0 {
+			ratio = fmt.Sprintf("%.2f", d.VsRiver)
+		}
+		p50, p99 := "-", "-"
+		if t := d.ToSvix; t != nil {
+			p50, p99 = fmt.Sprintf("%.0f", t.P50MS), fmt.Sprintf("%.0f", t.P99MS)
+		}
+		if d.Scenario == "next-row" && d.NextRow != nil && d.NextRow.Count > 0 {
+			p50, p99 = f1(d.NextRow.P50MS), f1(d.NextRow.P99MS)
+		}
+		wal, stmts, relay, pg, hot := "-", "-", "-", "-", "-"
+		if c := d.Cost; c != nil {
+			wal, stmts, relay, pg = fmt.Sprintf("%.0f", c.WALBytesPerRow), fmt.Sprintf("%.2f", c.StmtsPerRow), fmt.Sprintf("%.0f", c.RelayUSPerRow), optF(c.PostgresUSPerRow, "%.0f")
+			if c.HOTRatio != nil {
+				hot = fmt.Sprintf("%.0f%%", 100**c.HOTRatio)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", d.Scenario, d.Rows, rate, ratio, p50, p99, wal, stmts, relay, pg, hot, f1(d.RelayPeakRSSMiB), d.LoadAtStart)
+	}
+	if l := r.Latency; l != nil {
+		fmt.Fprintf(tw, "latency\t%d\t%.0f\t-\t%.1f\t%.1f\t-\t-\t%.0f\t-\t-\t%s\t%s\t\n", l.Rows, l.AchievedRate, l.P50MS, l.P99MS, l.RelayCPUPer1k*1000, f1(l.RelayPeakRSSMiB), l.LoadAtStart)
+	}
+	if p := r.Producers; p != nil {
+		for _, m := range p.Modes {
+			fmt.Fprintf(tw, "producers/%s\t%d\t%.0f\t-\t%.1f\t%.1f\t-\t-\t-\t-\t-\t-\t%s\t\n", m.Mode, m.Rows, float64(m.Rows)/m.Seconds, m.TxP50MS, m.TxP99MS, p.LoadAtStart)
+		}
+	}
+	tw.Flush()
+}
