@@ -77,14 +77,14 @@ func writeEnvironment(w io.Writer, app *kong.Application) error {
 	fmt.Fprintf(&b, "  %-26s %-18s %s\n", "VARIABLE", "DEFAULT", "COMMANDS")
 	for _, s := range environment(app) {
 		def := s.defaults[0]
-		if slices.ContainsFunc(s.defaults, func(d string) bool { return d != def }) {
-			parts := make([]string, len(s.commands))
-			for i := range s.commands {
-				parts[i] = s.commands[i] + ": " + s.defaults[i]
-			}
-			def = strings.Join(parts, "; ")
+		if !slices.ContainsFunc(s.defaults, func(d string) bool { return d != def }) {
+			fmt.Fprintf(&b, "  %-26s %-18s %s\n", s.name, def, strings.Join(s.commands, ", "))
+			continue
 		}
-		fmt.Fprintf(&b, "  %-26s %-18s %s\n", s.name, def, strings.Join(s.commands, ", "))
+		// Commands that default differently get a line each.
+		for i, cmd := range s.commands {
+			fmt.Fprintf(&b, "  %-26s %-18s %s\n", s.name, s.defaults[i], cmd)
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
