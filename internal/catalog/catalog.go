@@ -144,7 +144,7 @@ func Sync(ctx context.Context, client *svix.Svix, types []EventType, each func(E
 		case errors.As(err, &se) && se.Status() == http.StatusConflict:
 			each(t, Exists)
 		case errors.As(err, &se):
-			return fmt.Errorf("register event type %s in svix: status %d: %s", t.Name, se.Status(), strings.TrimSpace(string(se.Body())))
+			return fmt.Errorf("register event type %s in svix: status %d: %s: %w", t.Name, se.Status(), strings.TrimSpace(string(se.Body())), err)
 		default:
 			return fmt.Errorf("register event type %s in svix: %w", t.Name, err)
 		}

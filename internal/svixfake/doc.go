@@ -12,7 +12,9 @@
 //	POST   /api/v1/event-type                         201, 409 event_type_exists
 //	GET    /api/v1/event-type, /api/v1/event-type/{name}
 //	POST   /api/v1/app/{app}/endpoint                 201
-//	GET    /api/v1/app/{app}/endpoint, .../endpoint/{id}, .../endpoint/{id}/secret
+//	GET    /api/v1/app/{app}/endpoint                 one page: limit (50, at most 250), iterator, order
+//	GET    /api/v1/app/{app}/endpoint/{id}, .../endpoint/{id}/secret
+//	POST   /api/v1/app/{app}/endpoint/{id}/secret/rotate  204 (old secret kept 24 h by default)
 //	DELETE /api/v1/app/{app}/endpoint/{id}            204
 //	GET    /api/v1/health                             204, no token needed
 //
@@ -61,7 +63,9 @@
 //
 // # Not modelled
 //
-// One environment is shared by all tokens; lists return a single page;
+// One environment is shared by all tokens; lists other than endpoints
+// return a single page; dev deliveries sign with an endpoint's current
+// secret only (Svix also signs with old secrets in their grace period);
 // update and patch calls, message attempts, transformations and the
 // hosted service's own rate limits are absent.
 package svixfake

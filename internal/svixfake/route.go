@@ -8,17 +8,18 @@ import (
 type routeKind int
 
 const (
-	routeUnknown        routeKind = iota
-	routeHealth                   // /api/v1/health, /api/v1/health/ping
-	routeApps                     // /api/v1/app
-	routeApp                      // /api/v1/app/{app}
-	routeMsgs                     // /api/v1/app/{app}/msg
-	routeMsg                      // /api/v1/app/{app}/msg/{id}
-	routeEndpoints                // /api/v1/app/{app}/endpoint
-	routeEndpoint                 // /api/v1/app/{app}/endpoint/{id}
-	routeEndpointSecret           // /api/v1/app/{app}/endpoint/{id}/secret
-	routeEventTypes               // /api/v1/event-type
-	routeEventType                // /api/v1/event-type/{name}
+	routeUnknown              routeKind = iota
+	routeHealth                         // /api/v1/health, /api/v1/health/ping
+	routeApps                           // /api/v1/app
+	routeApp                            // /api/v1/app/{app}
+	routeMsgs                           // /api/v1/app/{app}/msg
+	routeMsg                            // /api/v1/app/{app}/msg/{id}
+	routeEndpoints                      // /api/v1/app/{app}/endpoint
+	routeEndpoint                       // /api/v1/app/{app}/endpoint/{id}
+	routeEndpointSecret                 // /api/v1/app/{app}/endpoint/{id}/secret
+	routeEndpointSecretRotate           // /api/v1/app/{app}/endpoint/{id}/secret/rotate
+	routeEventTypes                     // /api/v1/event-type
+	routeEventType                      // /api/v1/event-type/{name}
 )
 
 type route struct {
@@ -77,6 +78,10 @@ func parseRoute(path string) route {
 			if seg[2] == "endpoint" && seg[4] == "secret" {
 				return route{kind: routeEndpointSecret, app: seg[1], id: seg[3]}
 			}
+		case 6:
+			if seg[2] == "endpoint" && seg[4] == "secret" && seg[5] == "rotate" {
+				return route{kind: routeEndpointSecretRotate, app: seg[1], id: seg[3]}
+			}
 		}
 	}
 	return route{}
@@ -133,6 +138,10 @@ func (s *Server) handlerFor(c *call) (h handlerFunc, known bool) {
 	case routeEndpointSecret:
 		if m == http.MethodGet {
 			return (*Server).getEndpointSecret, true
+		}
+	case routeEndpointSecretRotate:
+		if m == http.MethodPost {
+			return (*Server).rotateEndpointSecret, true
 		}
 	case routeEventTypes:
 		switch m {

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	svix "github.com/svix/svix-webhooks/go"
 	"github.com/svix/svix-webhooks/go/models"
@@ -34,6 +35,14 @@ type endpoint struct {
 	out    models.EndpointOut
 	secret string
 	wh     *svix.Webhook
+	// oldSecrets are the secrets replaced by rotations, with the end of
+	// their grace period.
+	oldSecrets []expiringSecret
+}
+
+type expiringSecret struct {
+	secret  string
+	expires time.Time
 }
 
 func newStore() store {
