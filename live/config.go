@@ -112,15 +112,16 @@ func (c Config) validate() error {
 		return fmt.Errorf("live: PollInterval must be positive, got %s", c.PollInterval)
 	}
 	for _, o := range c.AllowedOrigins {
-		if err := checkOrigin(o); err != nil {
+		if err := ValidateOrigin(o); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// checkOrigin accepts "scheme://host[:port]" exactly as browsers send it.
-func checkOrigin(o string) error {
+// ValidateOrigin accepts an origin "scheme://host[:port]" written exactly
+// as browsers send it in the Origin header.
+func ValidateOrigin(o string) error {
 	u, err := url.Parse(o)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil || o != strings.ToLower(u.Scheme)+"://"+u.Host {
 		return fmt.Errorf("live: allowed origin %q must be scheme://host[:port], e.g. https://app.example.com", o)

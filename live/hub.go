@@ -88,7 +88,7 @@ type subscriber struct {
 }
 
 var (
-	errClosing      = errors.New("live: shutting down")
+	errClosing       = errors.New("live: shutting down")
 	errTooManyForApp = errors.New("live: too many streams for this account")
 )
 

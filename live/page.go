@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+
+	"github.com/mediaplatform/relay/outbox"
 )
 
 //go:embed page.html
@@ -13,7 +15,8 @@ var pageHTML string
 // PageConfig configures Page.
 type PageConfig struct {
 	// Types are the event types the page listens for (EventSource
-	// dispatches named events to their own listeners).
+	// dispatches named events to their own listeners); default every type
+	// of outbox.EventTypes.
 	Types []string
 	// RefreshURL is POSTed (with the page's cookies) when the stream
 	// refuses the session (its token expired): the product's endpoint that
@@ -27,6 +30,11 @@ type PageConfig struct {
 // list each event, resume after reconnects and refresh an expired
 // session. Products copy it; relay serve and the demo serve it.
 func Page(cfg PageConfig) http.Handler {
+	if cfg.Types == nil {
+		for _, t := range outbox.EventTypes {
+			cfg.Types = append(cfg.Types, string(t))
+		}
+	}
 	types, _ := json.Marshal(cfg.Types)
 	refresh, _ := json.Marshal(cfg.RefreshURL)
 	// Both values are JSON, safe inside a script element once "</" is

@@ -2,9 +2,9 @@ package live
 
 import (
 	"errors"
-	"slices"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
