@@ -25,6 +25,6 @@ USER nonroot:nonroot
 # In a container the HTTP server must listen beyond loopback to be scraped;
 # publish the port on the host's loopback (docker-compose.yml does).
 ENV RELAY_HTTP_ADDR=0.0.0.0:8080
-EXPOSE 8080
+EXPOSE 8080 8090
 ENTRYPOINT ["/relay"]
 CMD ["run"]

@@ -23,5 +23,6 @@
 // An endpoint of another account is a 404, like one that does not exist.
 // POST requests honour Idempotency-Key (kept Config.IdempotencyTTL, 24 h).
 // Failures answer one envelope, {"error": {"type", "code", "message",
-// "param", "request_id"}}, described in package internal/httpapi.
+// "param", "request_id"}}, with X-Request-Id on every response; see
+// docs/api.md for the codes.
 package endpoints

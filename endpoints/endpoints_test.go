@@ -3,7 +3,9 @@ package endpoints_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"slices"
 	"strconv"
@@ -14,7 +16,9 @@ import (
 
 	svix "github.com/svix/svix-webhooks/go"
 
+	"github.com/mediaplatform/relay/apikey"
 	"github.com/mediaplatform/relay/endpoints"
+	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/internal/svixfake"
 )
 
@@ -589,5 +593,64 @@ func TestHandlerSurvivesPanickingAuthenticator(t *testing.T) {
 	}
 	if !strings.Contains(b.logs.String(), "handler panicked") {
 		t.Errorf("panic not logged")
+	}
+}
+
+// TestDatabaseDown: with the database gone, the API answers 503 with
+// Retry-After and the envelope, never a 500.
+func TestDatabaseDown(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s := pgtest.NewSchema(t)
+	gone := s.Pool(t)
+	gone.Close()
+	for name, auth := range map[string]apikey.Authenticator{"built-in keys": nil, "own authenticator": staticAuth{}} {
+		h, err := endpoints.New(endpoints.Config{DB: gone, Authenticator: auth, SvixToken: svixfake.DefaultToken, SvixServerURL: b.fake.URL()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(h)
+		defer srv.Close()
+		req, _ := http.NewRequestWithContext(ctx(t), http.MethodPost, srv.URL+"/v1/webhook-endpoints", strings.NewReader(createBody("https://example.com/hooks")))
+		req.Header.Set("Authorization", "Bearer "+b.acme)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"request_id"`) {
+			t.Errorf("%s: %d %s Retry-After %q, want 503 with Retry-After", name, resp.StatusCode, body, resp.Header.Get("Retry-After"))
+		}
+	}
+}
+
+// TestEventTypesRegisteredAgain: when Svix refuses an endpoint's
+// filterTypes with its 422 (its event types were lost after this process
+// registered them), the catalog is registered again and the create retried.
+func TestEventTypesRegisteredAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.create(t, b.acme, "https://example.com/first")
+	var mu sync.Mutex
+	refused, registered := 0, 0
+	b.fake.SetInterceptor(func(r *svixfake.Request) (svixfake.Reply, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case r.Method == http.MethodPost && strings.HasSuffix(r.Path, "/endpoint") && refused == 0:
+			refused++
+			return svixfake.Reply{Status: http.StatusUnprocessableEntity,
+				Body: []byte(`{"detail":[{"loc":["body","eventTypes"],"msg":"The following event types don't exist: cut.completed","type":"value_error"}]}`)}, true
+		case r.Method == http.MethodPost && r.Path == "/api/v1/event-type":
+			registered++
+		}
+		return svixfake.Reply{}, false
+	})
+	ep := b.create(t, b.acme, "https://example.com/second")
+	mu.Lock()
+	defer mu.Unlock()
+	if refused != 1 || registered != 8 || ep.ID == "" {
+		t.Errorf("refused %d, registered %d types again; want 1 and the catalog's 8", refused, registered)
 	}
 }

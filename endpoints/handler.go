@@ -96,7 +96,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	types, err := catalog.Load(ctx, h.cfg.DB)
 	if err != nil {
-		return err
+		return dbError(err)
 	}
 	names := make([]string, len(types))
 	for i, t := range types {
@@ -178,6 +178,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	}
 	var out *models.ListResponseEndpointOut
 	err = h.call(ctx, "list endpoints", func(ctx context.Context) error {
+		var err error
 		out, err = h.svix.Endpoint.List(ctx, app, opts)
 		return err
 	})
@@ -212,6 +213,7 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	var out *models.EndpointOut
 	err = h.call(ctx, "get endpoint", func(ctx context.Context) error {
+		var err error
 		out, err = h.svix.Endpoint.Get(ctx, principal(r).AppID, id)
 		return err
 	})

@@ -123,7 +123,7 @@ func (h *Handler) idempotent(ctx context.Context, w http.ResponseWriter, r *http
 		return err
 	}
 	if _, err := h.cfg.DB.Exec(bookkeeping, finishIdemSQL, app, k, res.status, body); err != nil {
-		return fmt.Errorf("record idempotent answer: %w", err)
+		return dbError(fmt.Errorf("record idempotent answer: %w", err))
 	}
 	httpapi.WriteJSON(w, res.status, res.body)
 	return nil
@@ -141,7 +141,7 @@ func (h *Handler) claim(ctx context.Context, app, key string, hash []byte) (*sto
 			return nil, nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("claim idempotency key: %w", err)
+			return nil, dbError(fmt.Errorf("claim idempotency key: %w", err))
 		}
 		var (
 			prevHash       []byte
@@ -154,12 +154,12 @@ func (h *Handler) claim(ctx context.Context, app, key string, hash []byte) (*sto
 			continue // released meanwhile
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read idempotency key: %w", err)
+			return nil, dbError(fmt.Errorf("read idempotency key: %w", err))
 		}
 		switch {
 		case expired:
 			if _, err := h.cfg.DB.Exec(ctx, dropExpiredIdemSQL, app, key, created); err != nil {
-				return nil, fmt.Errorf("drop expired idempotency key: %w", err)
+				return nil, dbError(fmt.Errorf("drop expired idempotency key: %w", err))
 			}
 			continue
 		case !bytes.Equal(prevHash, hash):
@@ -171,7 +171,7 @@ func (h *Handler) claim(ctx context.Context, app, key string, hash []byte) (*sto
 			// Its first request died without an answer: run it again here.
 			tag, err := h.cfg.DB.Exec(ctx, takeOverIdemSQL, app, key, created)
 			if err != nil {
-				return nil, fmt.Errorf("take over idempotency key: %w", err)
+				return nil, dbError(fmt.Errorf("take over idempotency key: %w", err))
 			}
 			if tag.RowsAffected() == 1 {
 				return nil, nil

@@ -170,8 +170,10 @@ type registry struct {
 	done map[string]bool
 }
 
-// ensure registers every catalog type unless all of names are known to be
-// registered. force re-registers (after Svix refused a type).
+// ensureEventTypes registers every catalog type unless all of names are
+// known to be registered by this process; force registers them again
+// (after Svix refused a type it should know). Concurrent callers wait for
+// one registration.
 func (h *Handler) ensureEventTypes(ctx context.Context, types []catalog.EventType, names []string, force bool) error {
 	r := &h.registry
 	r.mu.Lock()

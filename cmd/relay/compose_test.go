@@ -109,8 +109,11 @@ func TestCompose(t *testing.T) {
 			}
 		})
 	}
-	if relayServices != 2 {
-		t.Errorf("%d services built from this repository, want 2 (relay-migrate and relay)", relayServices)
+	if relayServices != 3 {
+		t.Errorf("%d services built from this repository, want 3 (relay-migrate, relay and relay-serve)", relayServices)
+	}
+	if serve := cf.Services["relay-serve"]; len(serve.Command) == 0 || serve.Command[0] != "serve" || serve.env(t)["RELAY_SERVE_ADDR"] == "" {
+		t.Error("no relay-serve service running `relay serve` with RELAY_SERVE_ADDR")
 	}
 
 	run, ok := cf.Services["relay"]

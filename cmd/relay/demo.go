@@ -20,6 +20,7 @@ type DemoCmd struct {
 	Timeout      time.Duration `name:"timeout" default:"30s" help:"How long every event may take to be delivered and verified; the demo exits 1 when one is not."`
 	SvixAddr     string        `name:"svix-addr" placeholder:"HOST:PORT" help:"Address of the dev Svix server (default: a free loopback port; 127.0.0.1:8071 with --svix-only)."`
 	ReceiverAddr string        `name:"receiver-addr" default:"127.0.0.1:0" placeholder:"HOST:PORT" help:"Address of the webhook receiver."`
+	APIAddr      string        `name:"api-addr" default:"127.0.0.1:0" placeholder:"HOST:PORT" help:"Address of the endpoint management API (as relay serve) through which the demo creates the receiver's endpoints; with --follow it stays up for curl."`
 }
 
 // Validate checks settings before anything starts (exit code 2).
@@ -54,6 +55,7 @@ func (c *DemoCmd) Run(ctx context.Context, g *Globals, kctx *kong.Context) error
 		Follow:       c.Follow,
 		SvixAddr:     c.SvixAddr,
 		ReceiverAddr: c.ReceiverAddr,
+		APIAddr:      c.APIAddr,
 		Out:          os.Stdout,
 		Logger:       log,
 	})

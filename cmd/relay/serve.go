@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"time"
@@ -144,7 +145,9 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 }
 
 // publicMux is the public surface: the endpoint API, its OpenAPI document,
-// and the envelope's 404 for anything else.
+// /healthz (200 while the process serves: a liveness probe, for `relay
+// healthcheck --http-addr=... --path=/healthz`), the live stream (when
+// RELAY_LIVE_SECRET is set) and the envelope's 404 for anything else.
 func publicMux(api *endpoints.Handler, lv *live.Handler, log *zap.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mountLive(mux, lv)
@@ -153,6 +156,9 @@ func publicMux(api *endpoints.Handler, lv *live.Handler, log *zap.Logger) http.H
 	mux.Handle("GET /v1/openapi.yaml", httpapi.Routed(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		_, _ = w.Write(endpoints.OpenAPI())
+	})))
+	mux.Handle("GET /healthz", httpapi.Routed(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
 	})))
 	mux.Handle("/", httpapi.Routed(httpapi.NotFoundHandler()))
 	return httpapi.Chain(mux, httpapi.RequestID, httpapi.AccessLog(log.Named("api")), httpapi.Recover(log))

@@ -49,6 +49,10 @@ type Config struct {
 	SvixAddr string
 	// ReceiverAddr is where the receiver listens. Default "127.0.0.1:0".
 	ReceiverAddr string
+	// APIAddr is where the endpoint management API (what `relay serve`
+	// serves) listens; the demo creates the receiver's endpoints through
+	// it. Default "127.0.0.1:0".
+	APIAddr string
 	// Out receives the demo's story and its table. Default os.Stdout.
 	Out io.Writer
 	// Logger receives the relay's, River's and the dev server's logs.
@@ -144,11 +148,25 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	report := &Report{Schema: schemaName}
 
 	sc := newScript(newTag())
-	dev, err := startDevSvix(ctx, devSvixConfig{svixAddr: cfg.SvixAddr, receiverAddr: cfg.ReceiverAddr, faults: sc.faults, log: cfg.Logger})
+	dev, err := startDevSvix(ctx, devSvixConfig{svixAddr: cfg.SvixAddr, receiverAddr: cfg.ReceiverAddr, faults: sc.faults, log: cfg.Logger, noEndpoints: true})
 	if err != nil {
 		return nil, err
 	}
 	defer dev.close()
+	api, err := startAPI(ctx, pool, dev.URL(), cfg.APIAddr, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	defer api.close()
+	for _, app := range Apps {
+		secret, err := api.subscribe(ctx, app, dev.recv.URL(app))
+		if err != nil {
+			return nil, err
+		}
+		if err := dev.subscribed(app, secret); err != nil {
+			return nil, err
+		}
+	}
 
 	relay, err := newRelay(pool, dev.URL(), cfg.Logger)
 	if err != nil {
@@ -175,6 +193,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	fmt.Fprintf(out, "  relay     draining %s (LISTEN/NOTIFY, polling every %s)\n", table, relayPoll)
 	fmt.Fprintf(out, "  dev Svix  %s (internal/svixfake in dev mode, token %s): signs each message, delivers it, retries failures\n", dev.URL(), Token)
 	fmt.Fprintf(out, "  receiver  %s: svix.NewWebhook(secret).Verify on every delivery, deduplicated on svix-id\n", dev.recv.URL("{"+strings.Join(Apps, ",")+"}"))
+	fmt.Fprintf(out, "  API       %s/v1/webhook-endpoints (as relay serve): the receiver's endpoints were created through it with an API key per app; their secrets came from its answers\n", api.url)
 	fmt.Fprintf(out, "\nA product service writes to its database:\n")
 
 	prod, err := sc.run(ctx, pool, out)
@@ -216,6 +235,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	fmt.Fprintf(out, "\nFollowing (Ctrl-C to stop): rows committed to %s by anyone are delivered to the receiver for apps %s. Try, in another terminal:\n  %s\n\n",
 		table, strings.Join(Apps, " and "), psqlInsert(psqlTarget(cfg.DatabaseURL), schemaName))
+	fmt.Fprintf(out, "The endpoint API answers too, with acme's API key (local, insecure endpoints allowed):\n")
+	fmt.Fprintf(out, "  export API=%s API_KEY=%s\n", api.url, api.keys["acme"])
+	fmt.Fprintf(out, "  curl -s $API/v1/webhook-endpoints -H \"Authorization: Bearer $API_KEY\"\n\n")
 	for {
 		select {
 		case d := <-dev.recv.C():

@@ -87,6 +87,22 @@ func checkReport(t *testing.T, pool *pgxpool.Pool, r *demo.Report, out string) {
 	t.Helper()
 	ctx := t.Context()
 
+	// The receiver's endpoints were made through the endpoint API with an
+	// API key per app (revoked when the demo ends), and the receiver
+	// verified every delivery with the secrets the API answered.
+	t.Run("endpoints created through the API", func(t *testing.T) {
+		var keys int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM api_key WHERE app_id IN ('acme', 'initech') AND name = 'relay demo' AND revoked_at IS NOT NULL AND last_used_at IS NOT NULL`).Scan(&keys); err != nil {
+			t.Fatal(err)
+		}
+		if keys < 2 {
+			t.Errorf("%d used and revoked demo API keys, want one per app", keys)
+		}
+		if !strings.Contains(out, "/v1/webhook-endpoints (as relay serve)") {
+			t.Errorf("the demo does not show the API it used:\n%s", out)
+		}
+	})
+
 	t.Run("every committed event verified", func(t *testing.T) {
 		if len(r.Expected) != 10 || len(r.Missing) != 0 || len(r.Mismatched) != 0 {
 			t.Fatalf("expected %d, missing %v, mismatched %v", len(r.Expected), r.Missing, r.Mismatched)

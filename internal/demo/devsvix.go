@@ -52,12 +52,15 @@ type devSvixConfig struct {
 	svixAddr, receiverAddr string
 	faults                 map[string]Fault
 	log                    *zap.Logger
+	// noEndpoints leaves the endpoints to the caller (the demo makes them
+	// through the endpoint API, then calls subscribed).
+	noEndpoints bool
 }
 
-// startDevSvix starts the dev Svix server and the receiver, registers the
-// event types, the apps and one endpoint per app (subscribed to every
-// event type) with the Svix Go client, and hands each endpoint's secret to
-// the receiver.
+// startDevSvix starts the dev Svix server and the receiver and, unless
+// cfg.noEndpoints, registers the event types, the apps and one endpoint
+// per app (subscribed to every event type) with the Svix Go client, and
+// hands each endpoint's secret to the receiver.
 func startDevSvix(ctx context.Context, cfg devSvixConfig) (_ *devSvix, err error) {
 	fake, err := svixfake.New(svixfake.Config{
 		DevMode:               true,
@@ -97,8 +100,10 @@ func startDevSvix(ctx context.Context, cfg devSvixConfig) (_ *devSvix, err error
 	if err != nil {
 		return nil, fmt.Errorf("svix client: %w", err)
 	}
-	if err := d.register(ctx); err != nil {
-		return nil, err
+	if !cfg.noEndpoints {
+		if err := d.register(ctx); err != nil {
+			return nil, err
+		}
 	}
 	d.watching.Go(func() { d.watchUnrouted(watchCtx) })
 	return d, nil
@@ -131,13 +136,22 @@ func (d *devSvix) register(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("read endpoint secret of application %s: %w", app, err)
 		}
-		if err := d.recv.setSecret(app, secret.Key); err != nil {
+		if err := d.subscribed(app, secret.Key); err != nil {
 			return err
 		}
-		d.mu.Lock()
-		d.apps[app] = true
-		d.mu.Unlock()
 	}
+	return nil
+}
+
+// subscribed tells the receiver app's endpoint secret, and the watcher
+// that app's messages are delivered.
+func (d *devSvix) subscribed(app, secret string) error {
+	if err := d.recv.setSecret(app, secret); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.apps[app] = true
+	d.mu.Unlock()
 	return nil
 }
 

@@ -16,10 +16,10 @@ type infoKey struct{}
 // It is created by RequestID, the outermost middleware.
 type info struct {
 	id     string
-	logged bool // an AccessLog writes this request's line
-	route string // the ServeMux pattern, once routed
-	appID string // once authenticated
-	err   *Error // the error answered, if any
+	logged bool   // an AccessLog writes this request's line
+	route  string // the ServeMux pattern, once routed
+	appID  string // once authenticated
+	err    *Error // the error answered, if any
 }
 
 func infoFrom(ctx context.Context) *info {
@@ -57,15 +57,4 @@ func newRequestID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
 	return "req_" + hex.EncodeToString(b[:])
-}
-
-// Routed records the ServeMux pattern that matched, for the access log;
-// wrap each registered handler with it.
-func Routed(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if i := infoFrom(r.Context()); i != nil {
-			i.route = r.Pattern
-		}
-		next.ServeHTTP(w, r)
-	})
 }

@@ -309,6 +309,16 @@ func runConformance(t *testing.T, newTarget func(t *testing.T) target) {
 		svixErr(t, err, http.StatusUnprocessableEntity)
 	})
 
+	t.Run("EndpointListPages", func(t *testing.T) {
+		t.Parallel()
+		conformEndpointListPages(t, newTarget(t))
+	})
+
+	t.Run("EndpointSecretRotation", func(t *testing.T) {
+		t.Parallel()
+		conformEndpointSecretRotation(t, newTarget(t))
+	})
+
 	t.Run("BigIntegersSurviveExactly", func(t *testing.T) {
 		t.Parallel()
 		tg := newTarget(t)

@@ -21,6 +21,7 @@ type deliveryTarget struct {
 	endpointID string
 	url        string
 	wh         *svix.Webhook
+	oldWhs     []*svix.Webhook // rotated-out secrets still in their grace period
 }
 
 type deliveryLog struct {
@@ -114,6 +115,15 @@ func (s *Server) attemptDelivery(m Message, t deliveryTarget, attempt int) (Atte
 	if err != nil {
 		a.Err = err.Error()
 		return a, fmt.Errorf("sign delivery: %w", err)
+	}
+	for _, old := range t.oldWhs {
+		// One signature per secret, space-separated, as Svix sends them.
+		oldSig, err := old.Sign(m.ID, now, m.Payload)
+		if err != nil {
+			a.Err = err.Error()
+			return a, fmt.Errorf("sign delivery: %w", err)
+		}
+		sig += " " + oldSig
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(m.Payload))
 	if err != nil {

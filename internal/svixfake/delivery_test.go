@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -243,5 +244,52 @@ func TestNoDeliveryWithoutDevMode(t *testing.T) {
 	}
 	if len(b.srv.Attempts()) != 0 || len(rc.received()) != 0 {
 		t.Errorf("attempts %+v, received %d; want none", b.srv.Attempts(), len(rc.received()))
+	}
+}
+
+// TestDevModeSignsWithRotatedSecret: after a rotation, deliveries carry a
+// signature for the new secret and one for the old (in its grace period),
+// so a receiver that still holds the old secret verifies them.
+func TestDevModeSignsWithRotatedSecret(t *testing.T) {
+	t.Parallel()
+	rc := newReceiver(t, 0)
+	b := setup(t, svixfake.Config{DevMode: true})
+	app := createApp(t, b.client)
+	epID := addEndpoint(t, b.client, app, rc, models.EndpointIn{})
+	old := rc.secret
+	if err := b.client.Endpoint.RotateSecret(testContext(t), app, epID, models.EndpointSecretRotateIn{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	mustSend(t, b.client, app, "asset.ready", "rot-1", nil, map[string]any{"id": 1})
+	waitAttempts(t, b.srv, 1)
+	got := rc.received()
+	if len(got) != 1 || got[0].verifyErr != nil {
+		t.Fatalf("delivery with the old secret: %+v", got)
+	}
+	newSecret, err := b.client.Endpoint.GetSecret(testContext(t), app, epID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wh, err := svix.NewWebhook(newSecret.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wh.Verify(got[0].body, got[0].header); err != nil || newSecret.Key == old {
+		t.Errorf("the new secret does not verify the delivery: %v", err)
+	}
+	if sigs := strings.Fields(got[0].header.Get("svix-signature")); len(sigs) != 2 {
+		t.Errorf("svix-signature %q, want two signatures", got[0].header.Get("svix-signature"))
+	}
+
+	// A rotation without grace ends the old secret at once.
+	zero := uint32(0)
+	if err := b.client.Endpoint.RotateSecret(testContext(t), app, epID, models.EndpointSecretRotateIn{GracePeriodSeconds: &zero}, nil); err != nil {
+		t.Fatal(err)
+	}
+	mustSend(t, b.client, app, "asset.ready", "rot-2", nil, map[string]any{"id": 2})
+	waitAttempts(t, b.srv, 2)
+	if sigs := strings.Fields(rc.received()[1].header.Get("svix-signature")); len(sigs) != 2 {
+		// the first rotation's secret is still in its 24 h; the second's old one is not
+		t.Errorf("after a rotation without grace: %d signatures, want 2 (new and the first old)", len(sigs))
 	}
 }

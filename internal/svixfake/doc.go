@@ -58,14 +58,14 @@
 //
 // With Config.DevMode the fake delivers each accepted message to the app's
 // endpoints that subscribe to its event type, with svix-id, svix-timestamp
-// and svix-signature headers made by the Svix library's own signer, and
-// retries failures on Config.DeliveryRetrySchedule: Attempts.
+// and svix-signature headers made by the Svix library's own signer (one
+// signature per secret: after a rotation, the old secret's too until its
+// grace period ends), and retries failures on
+// Config.DeliveryRetrySchedule: Attempts.
 //
 // # Not modelled
 //
 // One environment is shared by all tokens; lists other than endpoints
-// return a single page; dev deliveries sign with an endpoint's current
-// secret only (Svix also signs with old secrets in their grace period);
-// update and patch calls, message attempts, transformations and the
+// return a single page; update and patch calls, message attempts, transformations and the
 // hosted service's own rate limits are absent.
 package svixfake

@@ -298,9 +298,9 @@ const (
 )
 
 // rotateEndpointSecret replaces the endpoint's secret (204). The old
-// secret is kept, with its expiry, in oldSecrets: the server keeps signing
-// with it during the grace period (24 hours by default); the fake's dev
-// deliveries sign with the new secret only.
+// secret is kept, with its expiry, in oldSecrets: like the server, dev
+// deliveries are signed with it too during the grace period (24 hours by
+// default), so a receiver holding either secret verifies them.
 func (s *Server) rotateEndpointSecret(c *call) reply {
 	var in endpointSecretRotateIn
 	if len(c.req.Body) > 0 {
@@ -330,9 +330,11 @@ func (s *Server) rotateEndpointSecret(c *call) reply {
 	if err != nil {
 		return errorReply(http.StatusInternalServerError, "server_error", "Internal Server Error")
 	}
-	expires := s.now().Add(grace)
+	now := s.now()
+	expires := now.Add(grace)
 	return s.withEndpoint(c, func(_ *app, _ int, ep *endpoint) reply {
-		ep.oldSecrets = append(ep.oldSecrets, expiringSecret{secret: ep.secret, expires: expires})
+		ep.oldSecrets = slices.DeleteFunc(ep.oldSecrets, func(o expiringSecret) bool { return !now.Before(o.expires) })
+		ep.oldSecrets = append(ep.oldSecrets, expiringSecret{secret: ep.secret, wh: ep.wh, expires: expires})
 		ep.secret, ep.wh = secret, wh
 		ep.out.UpdatedAt = s.now().UTC().Truncate(time.Microsecond)
 		return reply{status: http.StatusNoContent}

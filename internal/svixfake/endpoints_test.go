@@ -6,17 +6,16 @@ import (
 
 	svix "github.com/svix/svix-webhooks/go"
 	"github.com/svix/svix-webhooks/go/models"
-
-	"github.com/mediaplatform/relay/internal/svixfake"
 )
 
-func TestEndpointListPages(t *testing.T) {
-	t.Parallel()
-	b := setup(t, svixfake.Config{})
-	app := createApp(t, b.client)
+// conformEndpointListPages: endpoints list newest first (descending id),
+// limit items a page, iterator = the page's last id, done on the last page;
+// a limit over 250 is a 422. Part of the conformance suite.
+func conformEndpointListPages(t *testing.T, tg target) {
+	app := createApp(t, tg.client)
 	created := map[string]bool{}
 	for range 7 {
-		ep, err := b.client.Endpoint.Create(testContext(t), app, models.EndpointIn{Url: "https://example.com/hooks"}, nil)
+		ep, err := tg.client.Endpoint.Create(testContext(t), app, models.EndpointIn{Url: "https://example.com/hooks"}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -28,7 +27,7 @@ func TestEndpointListPages(t *testing.T) {
 	var iter *string
 	pages, last := 0, ""
 	for {
-		page, err := b.client.Endpoint.List(testContext(t), app, &svix.EndpointListOptions{Limit: &limit, Iterator: iter})
+		page, err := tg.client.Endpoint.List(testContext(t), app, &svix.EndpointListOptions{Limit: &limit, Iterator: iter})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,43 +53,44 @@ func TestEndpointListPages(t *testing.T) {
 		t.Errorf("%d pages, %d endpoints; want 3 pages and all %d", pages, len(seen), len(created))
 	}
 
-	r := rawDo(t, http.MethodGet, b.srv.URL()+"/api/v1/app/"+app+"/endpoint?limit=251", svixfake.DefaultToken, "", nil)
+	r := rawDo(t, http.MethodGet, tg.url+"/api/v1/app/"+app+"/endpoint?limit=251", tg.token, "", nil)
 	if r.status != http.StatusUnprocessableEntity {
 		t.Errorf("limit=251: %d %s, want 422", r.status, r.body)
 	}
 }
 
-func TestEndpointSecretRotation(t *testing.T) {
-	t.Parallel()
-	b := setup(t, svixfake.Config{})
-	app := createApp(t, b.client)
-	ep, err := b.client.Endpoint.Create(testContext(t), app, models.EndpointIn{Url: "https://example.com/hooks"}, nil)
+// conformEndpointSecretRotation: rotation answers 204 and replaces the
+// secret; a grace period over 7 days is a 422; a missing endpoint is a 404.
+// Part of the conformance suite.
+func conformEndpointSecretRotation(t *testing.T, tg target) {
+	app := createApp(t, tg.client)
+	ep, err := tg.client.Endpoint.Create(testContext(t), app, models.EndpointIn{Url: "https://example.com/hooks"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, err := b.client.Endpoint.GetSecret(testContext(t), app, ep.Id)
+	before, err := tg.client.Endpoint.GetSecret(testContext(t), app, ep.Id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.client.Endpoint.RotateSecret(testContext(t), app, ep.Id, models.EndpointSecretRotateIn{}, nil); err != nil {
+	if err := tg.client.Endpoint.RotateSecret(testContext(t), app, ep.Id, models.EndpointSecretRotateIn{}, nil); err != nil {
 		t.Fatal(err)
 	}
-	after, err := b.client.Endpoint.GetSecret(testContext(t), app, ep.Id)
+	after, err := tg.client.Endpoint.GetSecret(testContext(t), app, ep.Id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if after.Key == before.Key || len(after.Key) < len("whsec_")+10 {
 		t.Errorf("secret after rotation = %d characters, same as before: %v", len(after.Key), after.Key == before.Key)
 	}
-	err = b.client.Endpoint.RotateSecret(testContext(t), app, "ep_missing", models.EndpointSecretRotateIn{}, nil)
+	err = tg.client.Endpoint.RotateSecret(testContext(t), app, "ep_missing", models.EndpointSecretRotateIn{}, nil)
 	svixErr(t, err, http.StatusNotFound)
 	week := uint32(8 * 24 * 3600)
-	err = b.client.Endpoint.RotateSecret(testContext(t), app, ep.Id, models.EndpointSecretRotateIn{GracePeriodSeconds: &week}, nil)
+	err = tg.client.Endpoint.RotateSecret(testContext(t), app, ep.Id, models.EndpointSecretRotateIn{GracePeriodSeconds: &week}, nil)
 	svixErr(t, err, http.StatusUnprocessableEntity)
 
-	if err := b.client.Endpoint.Delete(testContext(t), app, ep.Id); err != nil {
+	if err := tg.client.Endpoint.Delete(testContext(t), app, ep.Id); err != nil {
 		t.Fatal(err)
 	}
-	_, err = b.client.Endpoint.GetSecret(testContext(t), app, ep.Id)
+	_, err = tg.client.Endpoint.GetSecret(testContext(t), app, ep.Id)
 	svixErr(t, err, http.StatusNotFound)
 }

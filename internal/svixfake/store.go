@@ -42,6 +42,7 @@ type endpoint struct {
 
 type expiringSecret struct {
 	secret  string
+	wh      *svix.Webhook
 	expires time.Time
 }
 
@@ -88,7 +89,9 @@ func (a *app) findEndpoint(idOrUID string) (int, *endpoint) {
 
 // deliveryTargets lists the endpoints that subscribe to m, Svix style: not
 // disabled, filterTypes absent or containing the event type, channels
-// absent or sharing one with the message. Caller holds mu.
+// absent or sharing one with the message; each with the secrets it is
+// signed with (the current one and those rotated out less than their
+// grace period before m). Caller holds mu.
 func (a *app) deliveryTargets(m *Message) []deliveryTarget {
 	var out []deliveryTarget
 	for _, ep := range a.endpoints {
@@ -103,7 +106,13 @@ func (a *app) deliveryTargets(m *Message) []deliveryTarget {
 		}) {
 			continue
 		}
-		out = append(out, deliveryTarget{endpointID: ep.out.Id, url: ep.out.Url, wh: ep.wh})
+		t := deliveryTarget{endpointID: ep.out.Id, url: ep.out.Url, wh: ep.wh}
+		for _, old := range ep.oldSecrets {
+			if m.Timestamp.Before(old.expires) {
+				t.oldWhs = append(t.oldWhs, old.wh)
+			}
+		}
+		out = append(out, t)
 	}
 	return out
 }
