@@ -36,7 +36,9 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Buffer is how many events a stream may have waiting; a stream that
 	// falls further behind is disconnected and resumes from its cursor.
-	// Default 256.
+	// Default 64 (a pointer each: 512 bytes a stream). A burst of more
+	// rows than this for one account within one read cuts its streams,
+	// which then catch up by replay.
 	Buffer int
 	// MaxStreamsPerApp caps the concurrent streams of one account (one per
 	// open tab); above it a stream is answered 429. Default 100.
@@ -72,7 +74,7 @@ func (c Config) withDefaults() Config {
 	c.Heartbeat = cmp.Or(c.Heartbeat, 15*time.Second)
 	c.Retry = cmp.Or(c.Retry, 2*time.Second)
 	c.WriteTimeout = cmp.Or(c.WriteTimeout, 10*time.Second)
-	c.Buffer = cmp.Or(c.Buffer, 256)
+	c.Buffer = cmp.Or(c.Buffer, 64)
 	c.MaxStreamsPerApp = cmp.Or(c.MaxStreamsPerApp, 100)
 	c.ReplayLimit = cmp.Or(c.ReplayLimit, 1000)
 	c.MaxConcurrentReplays = cmp.Or(c.MaxConcurrentReplays, 4)

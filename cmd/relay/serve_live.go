@@ -23,7 +23,7 @@ type liveFlags struct {
 	LivePollInterval   time.Duration `name:"live-poll-interval" env:"RELAY_LIVE_POLL_INTERVAL" help:"How often to look for new rows without a notification (default 1s, 250ms with --live-poll-only)."`
 	LiveMaxStreams     int           `name:"live-max-streams-per-app" env:"RELAY_LIVE_MAX_STREAMS_PER_APP" default:"100" help:"Concurrent live streams one account may hold; above it, 429."`
 	LiveReplayLimit    int           `name:"live-replay-limit" env:"RELAY_LIVE_REPLAY_LIMIT" default:"1000" help:"Most rows a reconnecting stream replays; a cursor further behind gets a reset event."`
-	LiveBuffer         int           `name:"live-buffer" env:"RELAY_LIVE_BUFFER" default:"256" help:"Events a live stream may have queued; a stream further behind is cut off and resumes from its cursor."`
+	LiveBuffer         int           `name:"live-buffer" env:"RELAY_LIVE_BUFFER" default:"64" help:"Events a live stream may have queued; a stream further behind is cut off and resumes from its cursor."`
 	LiveWriteTimeout   time.Duration `name:"live-write-timeout" env:"RELAY_LIVE_WRITE_TIMEOUT" default:"10s" help:"Deadline of each write to a live stream; a client that does not read within it is cut off (idle streams are not)."`
 }
 
