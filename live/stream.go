@@ -79,7 +79,6 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request) error {
 	hd.Set("Content-Type", "text/event-stream")
 	hd.Set("Cache-Control", "no-cache")
 	hd.Set("X-Accel-Buffering", "no")
-	hd.Set("Content-Encoding", "identity")
 	w.WriteHeader(http.StatusOK)
 
 	s := &streamWriter{w: w, rc: rc, timeout: h.cfg.WriteTimeout}
