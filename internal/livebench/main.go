@@ -87,6 +87,12 @@ func (c *countingTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx
 func (c *countingTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 func runBench(ctx context.Context, o options) error {
+	// Each stream is a descriptor in this process and one in the client's
+	// (Go raises the soft limit to the hard one at start).
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < uint64(o.hold)+512 {
+		return fmt.Errorf("the open-file limit is %d, too low for %d streams: raise it (ulimit -n %d, or the hard limit in limits.conf) or pass -hold", lim.Cur, o.hold, o.hold+1024)
+	}
 	base := cmp.Or(os.Getenv("DATABASE_URL"), os.Getenv("TEST_DATABASE_URL"))
 	if base == "" {
 		return errors.New("DATABASE_URL is required (make bench-live provides one)")
