@@ -17,7 +17,7 @@ import (
 type liveFlags struct {
 	LiveSecret         string        `name:"live-secret" env:"RELAY_LIVE_SECRET" placeholder:"SECRET" help:"Secret that signs live tokens (at least 32 bytes; read it from the environment, it is never printed). Unset: the live stream is off."`
 	LiveHeartbeat      time.Duration `name:"live-heartbeat" env:"RELAY_LIVE_HEARTBEAT" default:"15s" help:"Longest silence on a live stream: a comment line keeps proxies from closing it."`
-	LiveOrigins        []string      `name:"live-origins" env:"RELAY_LIVE_ORIGINS" sep:"," placeholder:"ORIGIN,..." help:"First-party origins (https://app.example.com) whose pages may use the live stream cross-origin, with credentials (CORS)."`
+	LiveOrigins        []string      `name:"live-origins" env:"RELAY_LIVE_ORIGINS" sep:"," placeholder:"ORIGIN" help:"First-party origins (https://app.example.com) whose pages may use the live stream cross-origin, with credentials (CORS)."`
 	LiveInsecureCookie bool          `name:"live-insecure-cookie" env:"RELAY_LIVE_INSECURE_COOKIE" help:"Send the live session cookie without Secure, for local development over plain http only."`
 	LivePollOnly       bool          `name:"live-poll-only" env:"RELAY_LIVE_POLL_ONLY" help:"Find new rows by polling alone, without LISTEN (PgBouncer in transaction pooling mode)."`
 	LivePollInterval   time.Duration `name:"live-poll-interval" env:"RELAY_LIVE_POLL_INTERVAL" help:"How often to look for new rows without a notification (default 1s, 250ms with --live-poll-only)."`
