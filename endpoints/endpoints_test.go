@@ -487,8 +487,21 @@ func TestSvixFailures(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t, func(c *endpoints.Config) { c.SvixTimeout = 300 * time.Millisecond })
+			b := setup(t)
 			ep := b.create(t, b.acme, "https://example.com/hooks")
+			// From here on, for the slow case, a short Svix timeout: the
+			// same database and Svix.
+			timeout := 10 * time.Second
+			if tc.code == "upstream_timeout" {
+				timeout = 300 * time.Millisecond
+			}
+			h, err := endpoints.New(endpoints.Config{DB: b.pool, SvixToken: svixfake.DefaultToken, SvixServerURL: b.fake.URL(),
+				RateLimit: -1, SvixTimeout: timeout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.srv = httptest.NewServer(h)
+			t.Cleanup(b.srv.Close)
 			release := make(chan struct{})
 			t.Cleanup(func() { close(release) })
 			tc.fault(b.fake, release)

@@ -87,14 +87,14 @@ func Example_authenticator() {
 	// Output: 401 Unauthorized Bearer realm="relay"
 }
 
-// productAuth stands for a product's own session or key check.
+// productAuth stands for a product's own login or key check.
 type productAuth struct{}
 
 func (productAuth) Authenticate(r *http.Request) (apikey.Principal, error) {
-	if r.Header.Get("X-Product-Session") == "" {
+	if r.Header.Get("X-Product-Login") == "" {
 		return apikey.Principal{}, apikey.ErrUnauthenticated
 	}
-	return apikey.Principal{AppID: "acme", KeyID: "session"}, nil
+	return apikey.Principal{AppID: "acme", KeyID: "login"}, nil
 }
 
 func exampleDB(ctx context.Context) (*pgxpool.Pool, func()) {

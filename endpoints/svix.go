@@ -190,14 +190,15 @@ func (h *Handler) ensureEventTypes(ctx context.Context, types []catalog.EventTyp
 			return nil
 		}
 	}
-	var registered []string
-	err := h.call(ctx, "register event types", func(ctx context.Context) error {
-		return catalog.Sync(ctx, h.svix, types, func(t catalog.EventType, _ catalog.Outcome) {
-			registered = append(registered, t.Name)
+	for _, t := range types {
+		// One call each, each with its own timeout.
+		err := h.call(ctx, "register event type", func(ctx context.Context) error {
+			return catalog.Sync(ctx, h.svix, []catalog.EventType{t}, func(catalog.EventType, catalog.Outcome) {})
 		})
-	})
-	for _, n := range registered {
-		r.done[n] = true
+		if err != nil {
+			return err
+		}
+		r.done[t.Name] = true
 	}
-	return err
+	return nil
 }
