@@ -105,16 +105,25 @@ func runBench(ctx context.Context, o options) error {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	name := "livebench_" + hex.EncodeToString(b[:])
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return fmt.Errorf("create schema: %w", err)
-	}
-	defer admin.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+pgx.Identifier{name}.Sanitize()+" CASCADE") //nolint:errcheck // best effort
-
 	cfg, err := pgxpool.ParseConfig(base)
 	if err != nil {
 		return err
 	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = name
+	// A database of its own when allowed: notifications are per database,
+	// so other work on a shared one would wake the reader and blur its
+	// idle cost. Otherwise a schema of its own.
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err == nil {
+		defer admin.Exec(context.WithoutCancel(ctx), "DROP DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)") //nolint:errcheck // best effort
+		cfg.ConnConfig.Database = name
+		fmt.Printf("database: %s (its own, dropped at the end)\n", name)
+	} else {
+		if _, err := admin.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{name}.Sanitize()); err != nil {
+			return fmt.Errorf("create schema: %w", err)
+		}
+		defer admin.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+pgx.Identifier{name}.Sanitize()+" CASCADE") //nolint:errcheck // best effort
+		cfg.ConnConfig.RuntimeParams["search_path"] = name
+		fmt.Printf("schema: %s of a shared database (its idle cost includes other work's notifications)\n", name)
+	}
 	tracer := &countingTracer{}
 	cfg.ConnConfig.Tracer = tracer
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
