@@ -31,6 +31,11 @@ func runClient(ctx context.Context, o options) error {
 	defer cancel()
 	var mu sync.Mutex
 	var lat []float64
+	type receipt struct {
+		entity string
+		at     int64
+	}
+	var got []receipt
 	ready := make(chan error, o.streams)
 	sem := make(chan struct{}, 200) // dials at once
 	var conns []net.Conn
@@ -58,13 +63,17 @@ func runClient(ctx context.Context, o options) error {
 					return
 				}
 				if i := strings.Index(string(line), `"sent_ns": `); i >= 0 {
+					now := time.Now().UnixNano()
 					rest := string(line[i+len(`"sent_ns": `):])
 					j := strings.IndexAny(rest, ",}")
 					sent, err := strconv.ParseInt(rest[:j], 10, 64)
-					if err == nil {
-						d := float64(time.Now().UnixNano()-sent) / 1e6
+					k := strings.Index(string(line), `"entity_id": "`)
+					if err == nil && k >= 0 {
+						e := string(line[k+len(`"entity_id": "`):])
+						e = e[:strings.IndexByte(e, '"')]
 						mu.Lock()
-						lat = append(lat, d)
+						lat = append(lat, float64(now-sent)/1e6)
+						got = append(got, receipt{e, now})
 						mu.Unlock()
 					}
 				}
@@ -86,6 +95,11 @@ func runClient(ctx context.Context, o options) error {
 	cmu.Unlock()
 	mu.Lock()
 	defer mu.Unlock()
+	w := bufio.NewWriterSize(os.Stdout, 64<<10)
+	for _, r := range got {
+		fmt.Fprintf(w, "R %s %d\n", r.entity, r.at)
+	}
+	_ = w.Flush()
 	slices.Sort(lat)
 	st := stats{Count: len(lat)}
 	if len(lat) > 0 {
