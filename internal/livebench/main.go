@@ -324,7 +324,7 @@ func insertAtRate(ctx context.Context, db *pgxpool.Pool, o options, committed *s
 	var n atomic.Int64
 	var failed atomic.Value
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
+	sem := make(chan struct{}, 64)
 	for i := int64(0); time.Now().Before(end); i++ {
 		select {
 		case <-ctx.Done():
