@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -408,3 +409,30 @@ func TestSlowClientIsCutOff(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestTwoReplicas: a page moves between replicas behind a load balancer;
+// the cursor one gave resumes on the other, and both number rows in turn.
+func TestTwoReplicas(t *testing.T) {
+	t.Parallel()
+	a := setup(t, nil)
+	h2, err := live.New(live.Config{DB: a.pool, Secret: secret, PollInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = h2.Run(ctx) }()
+	srv2 := httptest.NewServer(h2)
+	t.Cleanup(func() { cancel(); <-done; srv2.Close() })
+	b := &bundle{pool: a.pool, h: h2, srv: srv2}
+
+	s := a.open(t, "acme", "")
+	add(t, a.pool, "acme", "cut.completed", "1", "a")
+	s.expectNext(t, "1")
+	s.close()
+	add(t, a.pool, "acme", "cut.completed", "2", "a")
+	r := b.open(t, "acme", "", "Last-Event-ID", s.last())
+	r.expectNext(t, "2")
+	add(t, a.pool, "acme", "cut.completed", "3", "a")
+	r.expectNext(t, "3")
+}
