@@ -334,6 +334,22 @@ func TestReset(t *testing.T) {
 		again.expectNext(t, "6")
 	})
 
+	t.Run("Truncated", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		s := b.open(t, "acme", "")
+		add(t, b.pool, "acme", "cut.completed", "1", "a")
+		s.expectNext(t, "1")
+		cursor := s.last()
+		add(t, b.pool, "acme", "cut.completed", "2", "a")
+		s.expectNext(t, "2")
+		if _, err := b.pool.Exec(ctx, `TRUNCATE outbox`); err != nil {
+			t.Fatal(err)
+		}
+		r := b.open(t, "acme", "", "Last-Event-ID", cursor)
+		reset(t, r, "rows_pruned")
+	})
+
 	t.Run("ReplayLimit", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, func(c *live.Config) { c.ReplayLimit = 2 })

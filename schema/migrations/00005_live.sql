@@ -7,7 +7,7 @@
 -- from the outbox: a cursor below it may have lost rows to retention, so
 -- it gets a reset too. Deletes keep it current through a statement
 -- trigger (one UPDATE per DELETE statement, none when nothing sequenced
--- was deleted).
+-- was deleted), and so does TRUNCATE.
 
 -- +goose Up
 SET LOCAL lock_timeout = '10s';
@@ -46,8 +46,28 @@ CREATE TRIGGER outbox_live_pruned
     REFERENCING OLD TABLE AS outbox_live_old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION outbox_live_pruned();
 
+-- TRUNCATE fires no DELETE trigger: every number handed out is gone.
+-- +goose StatementBegin
+CREATE FUNCTION outbox_live_truncated() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE outbox_live
+       SET pruned_through = greatest(pruned_through,
+                                     (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM outbox_commit_seq));
+    RETURN NULL;
+END
+$$;
+-- +goose StatementEnd
+ALTER FUNCTION outbox_live_truncated() SET search_path FROM CURRENT;
+
+CREATE TRIGGER outbox_live_truncated
+    AFTER TRUNCATE ON outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox_live_truncated();
+
 -- +goose Down
 SET LOCAL lock_timeout = '10s';
+DROP TRIGGER outbox_live_truncated ON outbox;
+DROP FUNCTION outbox_live_truncated();
 DROP TRIGGER outbox_live_pruned ON outbox;
 DROP FUNCTION outbox_live_pruned();
 DROP INDEX outbox_live_replay_idx;
