@@ -83,6 +83,10 @@ fuzz: ## Fuzz FUZZ (FuzzValidate) in FUZZPKG (./outbox) for FUZZTIME (60s), agai
 bench: ## Run the benchmark program (go run ./internal/bench) against real PostgreSQL
 	$(WITH_PG) $(GO) run ./internal/bench $(ARGS)
 
+.PHONY: bench-live
+bench-live: ## Measure the live stream: streams held and heap per stream, commit->client latency, idle reader cost (ARGS)
+	$(WITH_PG) $(GO) run ./internal/livebench $(ARGS)
+
 .PHONY: demo
 demo: ## Run the demo (relay demo) against real PostgreSQL
 	$(WITH_PG) $(GO) run ./cmd/relay demo $(ARGS)

@@ -21,6 +21,7 @@ type CLI struct {
 	Migrate     MigrateCmd     `cmd:"" help:"Apply the outbox and River migrations (needs only DATABASE_URL)."`
 	Run         RunCmd         `cmd:"" help:"Deliver outbox rows to Svix until SIGTERM or SIGINT."`
 	Serve       ServeCmd       `cmd:"" help:"Serve the public HTTP API (/v1/webhook-endpoints) until SIGTERM or SIGINT."`
+	LiveToken   LiveTokenCmd   `cmd:"" name:"live-token" help:"Mint a token for an account's live stream (GET /v1/live); prints it as the last line."`
 	APIKey      APIKeyCmd      `cmd:"" name:"api-key" help:"Manage the public API's keys: create, list, revoke."`
 	Demo        DemoCmd        `cmd:"" help:"Run the whole flow locally (make demo): migrations, the relay, a dev Svix server and a receiver verifying every signed webhook. Logs go to stderr at warn level in the console format unless --log-level or --log-format is given."`
 	Status      StatusCmd      `cmd:"" help:"Show the outbox: rows by state, the oldest undelivered row, the latest failures (--json for scripts)."`

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mediaplatform/relay/endpoints"
 	"github.com/mediaplatform/relay/internal/httpapi"
+	"github.com/mediaplatform/relay/live"
 )
 
 // ServeCmd serves the public HTTP API.
@@ -26,6 +27,8 @@ type ServeCmd struct {
 	SvixTimeout     time.Duration `name:"svix-timeout" env:"RELAY_SVIX_TIMEOUT" default:"10s" help:"Timeout of one Svix request; past it the API answers 504."`
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"RELAY_SHUTDOWN_TIMEOUT" default:"8s" help:"On SIGTERM, how long requests in flight may finish."`
 	DBMaxConns      int32         `name:"db-max-conns" env:"RELAY_DB_MAX_CONNS" default:"10" help:"Database connections in the pool."`
+
+	Live liveFlags `embed:""`
 }
 
 // Server timeouts: a request's headers and body must arrive within
@@ -47,6 +50,9 @@ func (c *ServeCmd) Help() string {
 
 // Validate checks settings before anything starts (exit code 2).
 func (c *ServeCmd) Validate() error {
+	if err := c.Live.check(); err != nil {
+		return err
+	}
 	switch {
 	case c.SvixAuthToken == "":
 		return usagef("SVIX_AUTH_TOKEN (--svix-auth-token) is required: the Svix API token")
@@ -94,18 +100,26 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	if c.AllowInsecure {
 		log.Warn("RELAY_ALLOW_INSECURE_ENDPOINTS is on: endpoints may use http and private addresses; never on a public server")
 	}
+	lv, stopLive, err := c.Live.start(ctx, pool, log)
+	if err != nil {
+		return err
+	}
+	defer stopLive()
 	ln, err := net.Listen("tcp", c.Addr)
 	if err != nil {
 		return usagef("RELAY_SERVE_ADDR (--addr): %v", err)
 	}
 	srv := &http.Server{
-		Handler:           publicMux(api, log),
+		Handler:           publicMux(api, lv, log),
 		ReadHeaderTimeout: serveReadHeaderTimeout,
 		ReadTimeout:       serveReadTimeout,
 		WriteTimeout:      serveWriteTimeout,
 		IdleTimeout:       serveIdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	if lv != nil {
+		srv.RegisterOnShutdown(lv.Close) // streams never go idle: end them
 	}
 	log.Info("serving the public API", zap.String("addr", ln.Addr().String()))
 
@@ -132,10 +146,11 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 
 // publicMux is the public surface: the endpoint API, its OpenAPI document,
 // /healthz (200 while the process serves: a liveness probe, for `relay
-// healthcheck --http-addr=... --path=/healthz`), and the envelope's 404 for
-// anything else.
-func publicMux(api *endpoints.Handler, log *zap.Logger) http.Handler {
+// healthcheck --http-addr=... --path=/healthz`), the live stream (when
+// RELAY_LIVE_SECRET is set) and the envelope's 404 for anything else.
+func publicMux(api *endpoints.Handler, lv *live.Handler, log *zap.Logger) http.Handler {
 	mux := http.NewServeMux()
+	mountLive(mux, lv)
 	mux.Handle(endpoints.CollectionPath, api)
 	mux.Handle(endpoints.ItemPrefix, api)
 	mux.Handle("GET /v1/openapi.yaml", httpapi.Routed(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

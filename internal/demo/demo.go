@@ -169,6 +169,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 
+	page, err := startLivePage(ctx, pool, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	defer page.close()
+
 	relay, err := newRelay(pool, dev.URL(), cfg.Logger)
 	if err != nil {
 		return nil, err
@@ -195,6 +201,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	fmt.Fprintf(out, "  dev Svix  %s (internal/svixfake in dev mode, token %s): signs each message, delivers it, retries failures\n", dev.URL(), Token)
 	fmt.Fprintf(out, "  receiver  %s: svix.NewWebhook(secret).Verify on every delivery, deduplicated on svix-id\n", dev.recv.URL("{"+strings.Join(Apps, ",")+"}"))
 	fmt.Fprintf(out, "  API       %s/v1/webhook-endpoints (as relay serve): the receiver's endpoints were created through it with an API key per app; their secrets came from its answers\n", api.url)
+	fmt.Fprintf(out, "  live page %s: a product page on the live stream (GET /v1/live) for %s; its backend set the session cookie (open it; make demo ARGS=--follow keeps it up)\n", page.url, liveApp)
 	fmt.Fprintf(out, "\nA product service writes to its database:\n")
 
 	prod, err := sc.run(ctx, pool, out)
