@@ -97,15 +97,13 @@ func (m *Metrics) observeRequest(err error, d time.Duration) {
 	}
 }
 
-func (m *Metrics) delivered(eventType string, duplicate bool, res outcomeResult) {
+func (m *Metrics) delivered(eventType string, duplicate bool, lagSecs float64) {
 	outcome := "delivered"
 	if duplicate {
 		outcome = "duplicate"
 	}
 	m.deliveries.WithLabelValues(eventType, outcome).Inc()
-	if res.applied {
-		m.lagSecs.Observe(res.lagSecs)
-	}
+	m.lagSecs.Observe(lagSecs)
 }
 
 func (m *Metrics) outcome(eventType, outcome string) {
