@@ -37,6 +37,15 @@ import (
 const claimLockSQL = `SELECT pg_advisory_xact_lock(hashtextextended('relay.outbox_claim', 'outbox'::regclass::oid::bigint))`
 const claimLockSharedSQL = `SELECT pg_advisory_xact_lock_shared(hashtextextended('relay.outbox_claim', 'outbox'::regclass::oid::bigint))`
 
+// Plans here must not depend on planner statistics: a table that grew from
+// small to large during an outage has stale ones. Row state is therefore
+// tested with num_nulls(...) in the hot queries, which the planner cannot
+// match to outbox_undelivered_idx's predicate: with stale statistics that
+// small-looking partial index would otherwise be scanned whole (in place of
+// the primary key or outbox_key_idx) for every row. Each hot query is a
+// primary-key lookup, a commit_seq range with a LIMIT, or one probe of
+// outbox_key_idx per key.
+
 // admitSQL reads rows numbered after $1, in commit order, through the
 // unique commit_seq index (a range scan with a small LIMIT: the plan does
 // not depend on planner statistics), and says which are heads of their
@@ -47,12 +56,12 @@ const claimLockSharedSQL = `SELECT pg_advisory_xact_lock_shared(hashtextextended
 // $3: ordering on; $4: BlockOnFailure; $5: ordering by entity.
 const admitSQL = `
 SELECT c.id, c.commit_seq,
-       c.enqueued_at IS NULL AND c.delivered_at IS NULL AND c.failed_at IS NULL AND (NOT $3::boolean OR NOT EXISTS (
+       num_nulls(c.enqueued_at, c.delivered_at, c.failed_at) = 3 AND (NOT $3::boolean OR NOT EXISTS (
            SELECT 1 FROM outbox e
             WHERE e.app_id = c.app_id AND (e.data ->> 'asset_id') = (c.data ->> 'asset_id')
               AND e.commit_seq < c.commit_seq
               AND e.delivered_at IS NULL
-              AND ($4::boolean OR e.failed_at IS NULL)
+              AND ($4::boolean OR num_nulls(e.failed_at) = 1)
               AND (NOT $5::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id')))
   FROM (SELECT o.id, o.commit_seq, o.app_id, o.data, o.enqueued_at, o.delivered_at, o.failed_at
           FROM outbox o
@@ -71,7 +80,7 @@ SELECT c.id, c.created_at,
             WHERE e.app_id = c.app_id AND (e.data ->> 'asset_id') = (c.data ->> 'asset_id')
               AND e.commit_seq < c.commit_seq
               AND e.delivered_at IS NULL
-              AND ($5::boolean OR e.failed_at IS NULL)
+              AND ($5::boolean OR num_nulls(e.failed_at) = 1)
               AND (NOT $6::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id'))
   FROM (SELECT o.id, o.created_at, o.commit_seq, o.app_id, o.data, o.enqueued_at
           FROM outbox o
@@ -87,7 +96,7 @@ SELECT c.id, c.created_at,
 const setClaimedSQL = `
 UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = u.job_id
   FROM unnest($1::bigint[], $2::bigint[]) AS u (id, job_id)
- WHERE o.id = u.id AND o.enqueued_at IS NULL AND o.delivered_at IS NULL AND o.failed_at IS NULL`
+ WHERE o.id = u.id AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2`
 
 // staleSQL hands back rows whose job is gone (deleted by hand, or lost
 // some other way): enqueued long ago, neither delivered nor failed, and no

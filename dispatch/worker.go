@@ -26,11 +26,11 @@ SELECT o.id, o.created_at, o.resends, o.app_id, o.event_type, o.data::text, o.at
             WHERE e.app_id = o.app_id AND (e.data ->> 'asset_id') = (o.data ->> 'asset_id')
               AND e.commit_seq < o.commit_seq
               AND e.delivered_at IS NULL
-              AND ($4::boolean OR e.failed_at IS NULL)
+              AND ($4::boolean OR num_nulls(e.failed_at) = 1)
               AND (NOT $5::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id'))
   FROM outbox o
  WHERE o.id = ANY ($1::bigint[]) AND o.job_id = $2
-   AND o.delivered_at IS NULL AND o.failed_at IS NULL
+   AND num_nulls(o.delivered_at, o.failed_at) = 2
  ORDER BY o.commit_seq`
 
 // demoteSQL hands rows that are no longer heads back to waiting (under
@@ -44,10 +44,10 @@ WITH c AS (
                     WHERE e.app_id = o.app_id AND (e.data ->> 'asset_id') = (o.data ->> 'asset_id')
                       AND e.commit_seq < o.commit_seq
                       AND e.delivered_at IS NULL
-                      AND ($3::boolean OR e.failed_at IS NULL)
+                      AND ($3::boolean OR num_nulls(e.failed_at) = 1)
                       AND (NOT $4::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id')) AS behind
       FROM outbox o
-     WHERE o.id = ANY ($1::bigint[]) AND o.job_id = $2 AND o.delivered_at IS NULL AND o.failed_at IS NULL
+     WHERE o.id = ANY ($1::bigint[]) AND o.job_id = $2 AND num_nulls(o.delivered_at, o.failed_at) = 2
 ), d AS (
     UPDATE outbox o SET enqueued_at = NULL, job_id = NULL
       FROM c WHERE o.id = c.id AND c.behind
@@ -73,7 +73,7 @@ UPDATE outbox AS o
   FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::boolean[], $6::boolean[], $7::timestamptz[], $8::bigint[])
        AS u (id, kind, msg_id, error, counted, sent, sent_at, next_job)
  WHERE o.id = u.id AND o.job_id = $9
-   AND o.delivered_at IS NULL AND o.failed_at IS NULL
+   AND num_nulls(o.delivered_at, o.failed_at) = 2
 RETURNING o.id, o.attempts, extract(epoch FROM clock_timestamp() - o.created_at)::float8`
 
 // successorSQL finds the new head of each key whose row just ended, when
@@ -89,7 +89,7 @@ SELECT h.id
          FROM outbox e
         WHERE e.app_id = k.app_id AND (e.data ->> 'asset_id') = k.asset_id
           AND e.delivered_at IS NULL
-          AND ($4::boolean OR e.failed_at IS NULL)
+          AND ($4::boolean OR num_nulls(e.failed_at) = 1)
           AND (k.entity_id = '' OR e.data ->> 'entity_id' = k.entity_id)
         ORDER BY e.commit_seq
         LIMIT 1) h
@@ -274,11 +274,19 @@ func (r *Relay) attempt(ctx context.Context, job *river.Job[BatchArgs], b *batch
 		// Svix asked everyone to slow down; do not spend a request.
 		return rowResult{kind: rowRetry, delay: jitter(wait)}
 	}
+	// A row that has not started when the relay begins to stop is left for
+	// the next relay at once: only sends already made may finish.
+	if r.stopping.Load() {
+		return rowResult{kind: rowRetry}
+	}
 	select {
 	case r.sendSlots <- struct{}{}:
 		defer func() { <-r.sendSlots }()
 	case <-ctx.Done():
-		return rowResult{kind: rowRetry, delay: 0}
+		return rowResult{kind: rowRetry}
+	}
+	if r.stopping.Load() {
+		return rowResult{kind: rowRetry}
 	}
 	if r.limiter != nil {
 		if err := r.waitForRate(ctx); err != nil {
@@ -479,7 +487,7 @@ func (r *Relay) report(b *batchRow, attempts int, lagSecs float64) {
 	switch {
 	case res.kind == rowDelivered:
 		r.metrics.delivered(b.eventType, res.duplicate, lagSecs)
-		log.Debug("delivered", zap.String("svix_msg_id", res.msgID), zap.Bool("duplicate", res.duplicate), zap.Int("attempt", attempts+1))
+		log.Info("delivered", zap.String("svix_msg_id", res.msgID), zap.Bool("duplicate", res.duplicate), zap.Int("attempt", attempts+1))
 	case res.kind == rowFailed:
 		r.metrics.outcome(b.eventType, "failed")
 		if r.cfg.Ordering != OrderOff && !r.cfg.BlockOnFailure {
