@@ -71,24 +71,24 @@ SELECT c.id, c.commit_seq,
 
 // rescanSQL is admitSQL over every waiting row, whatever its number: rows
 // handed back (a replay, a job that vanished) sit below the watermark. It
-// pages through the undelivered rows by (created_at, id); it runs at start,
-// after a replay or a sweep, and every RescanInterval.
+// pages through the undelivered rows by created_at (outbox_undelivered_idx;
+// $2 are the ids already seen at the page boundary's timestamp); it runs at
+// start, after a replay or a sweep, and every RescanInterval.
 const rescanSQL = `
 SELECT c.id, c.created_at,
-       NOT $4::boolean OR NOT EXISTS (
+       c.enqueued_at IS NULL AND c.commit_seq IS NOT NULL AND (NOT $4::boolean OR NOT EXISTS (
            SELECT 1 FROM outbox e
             WHERE e.app_id = c.app_id AND (e.data ->> 'asset_id') = (c.data ->> 'asset_id')
               AND e.commit_seq < c.commit_seq
               AND e.delivered_at IS NULL
               AND ($5::boolean OR num_nulls(e.failed_at) = 1)
-              AND (NOT $6::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id'))
+              AND (NOT $6::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id')))
   FROM (SELECT o.id, o.created_at, o.commit_seq, o.app_id, o.data, o.enqueued_at
           FROM outbox o
          WHERE o.delivered_at IS NULL AND o.failed_at IS NULL
-           AND (o.created_at, o.id) > ($1::timestamptz, $2::bigint)
-         ORDER BY o.created_at, o.id
-         LIMIT $3) c
- WHERE c.enqueued_at IS NULL AND c.commit_seq IS NOT NULL`
+           AND o.created_at >= $1 AND NOT (o.id = ANY (coalesce($2::bigint[], '{}')))
+         ORDER BY o.created_at
+         LIMIT $3) c`
 
 // setClaimedSQL hands rows to their jobs. The guard keeps a row that
 // another claim took meanwhile with that claim. The row's indexed columns
@@ -220,7 +220,7 @@ func (h listenHandler) HandleBacklog(context.Context, string, *pgx.Conn) error {
 // drain admits numbered rows until a short batch.
 func (f *feeder) drain(ctx context.Context) {
 	for ctx.Err() == nil {
-		n, err := f.admit(ctx, false)
+		n, err := f.admit(ctx, nil)
 		if err != nil {
 			if ctx.Err() == nil {
 				f.relay.log.Warn("claim outbox rows failed; retrying at the next poll", zap.Error(err))
@@ -233,20 +233,47 @@ func (f *feeder) drain(ctx context.Context) {
 	}
 }
 
-// fullRescan admits every waiting row, then goes on from the watermark.
+// fullRescan admits every waiting row, a page per transaction, then goes
+// on from the watermark.
 func (f *feeder) fullRescan(ctx context.Context) {
-	if _, err := f.admit(ctx, true); err != nil {
+	r := f.relay
+	var high int64
+	if err := r.pool.QueryRow(ctx, `SELECT coalesce(max(commit_seq), 0) FROM outbox`).Scan(&high); err != nil {
 		if ctx.Err() == nil {
-			f.relay.log.Warn("rescan of waiting outbox rows failed; retrying at the next rescan", zap.Error(err))
+			r.log.Warn("rescan of waiting outbox rows failed; retrying at the next rescan", zap.Error(err))
 		}
 		return
 	}
+	// Every row numbered by now is seen by the pages below (they start
+	// later): the forward pass may go on after high.
+	p := rescanPage{}
+	for ctx.Err() == nil {
+		n, err := f.admit(ctx, &p)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("rescan of waiting outbox rows failed; retrying at the next rescan", zap.Error(err))
+			}
+			return
+		}
+		if n < r.cfg.ClaimBatch {
+			break
+		}
+	}
+	f.watermark = max(f.watermark, high)
 	f.drain(ctx)
 }
 
-// admit runs one admission step (or, with rescan, a whole rescan) and
-// returns how many rows it looked at.
-func (f *feeder) admit(ctx context.Context, rescan bool) (int, error) {
+// rescanPage is where a rescan goes on: rows created at or after after,
+// except those ids (already seen at that timestamp).
+type rescanPage struct {
+	after time.Time
+	seen  []int64
+}
+
+// admit runs one admission step: the next page of a rescan when page is
+// set, else the rows numbered after the watermark. It returns how many
+// rows it looked at.
+func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 	r := f.relay
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -264,38 +291,30 @@ func (f *feeder) admit(ctx context.Context, rescan bool) (int, error) {
 	}
 	var heads []int64
 	seen := 0
-	high := int64(0)
-	if rescan {
-		// Every row numbered by now is seen by the rescan below (a later
-		// statement of this transaction): the forward pass goes on after.
-		if err := tx.QueryRow(ctx, `SELECT coalesce(max(commit_seq), 0) FROM outbox`).Scan(&high); err != nil {
-			return 0, fmt.Errorf("read the highest commit_seq: %w", err)
+	high := f.watermark
+	var next rescanPage
+	if page != nil {
+		rows, err := tx.Query(ctx, rescanSQL, page.after, page.seen, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity)
+		if err != nil {
+			return 0, fmt.Errorf("rescan waiting outbox rows: %w", err)
 		}
-		after, afterID := time.Time{}, int64(0)
-		for {
-			rows, err := tx.Query(ctx, rescanSQL, after, afterID, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity)
-			if err != nil {
-				return 0, fmt.Errorf("rescan waiting outbox rows: %w", err)
+		next = *page
+		var id int64
+		var created time.Time
+		var head bool
+		_, err = pgx.ForEachRow(rows, []any{&id, &created, &head}, func() error {
+			seen++
+			if !created.Equal(next.after) {
+				next.after, next.seen = created, next.seen[:0:0]
 			}
-			var id int64
-			var created time.Time
-			var head bool
-			n := 0
-			_, err = pgx.ForEachRow(rows, []any{&id, &created, &head}, func() error {
-				n++
-				after, afterID = created, id
-				if head {
-					heads = append(heads, id)
-				}
-				return nil
-			})
-			if err != nil {
-				return 0, fmt.Errorf("rescan waiting outbox rows: %w", err)
+			next.seen = append(next.seen, id)
+			if head {
+				heads = append(heads, id)
 			}
-			seen += n
-			if n == 0 {
-				break
-			}
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("rescan waiting outbox rows: %w", err)
 		}
 	} else {
 		rows, err := tx.Query(ctx, admitSQL, f.watermark, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity)
@@ -304,7 +323,6 @@ func (f *feeder) admit(ctx context.Context, rescan bool) (int, error) {
 		}
 		var id, seq int64
 		var head bool
-		high = f.watermark
 		_, err = pgx.ForEachRow(rows, []any{&id, &seq, &head}, func() error {
 			seen++
 			high = max(high, seq)
@@ -323,7 +341,11 @@ func (f *feeder) admit(ctx context.Context, rescan bool) (int, error) {
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("commit claim: %w", err)
 	}
-	f.watermark = max(f.watermark, high)
+	if page != nil {
+		*page = next
+	} else {
+		f.watermark = high
+	}
 	return seen, nil
 }
 

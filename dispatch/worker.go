@@ -95,6 +95,12 @@ SELECT h.id
         LIMIT 1) h
  WHERE h.enqueued_at IS NULL AND h.failed_at IS NULL AND h.commit_seq IS NOT NULL`
 
+// claimIntoSQL hands the next rows of a running job's keys to that job.
+const claimIntoSQL = `
+UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = $2
+ WHERE o.id = ANY ($1::bigint[]) AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2
+RETURNING o.id`
+
 // handBackSQL returns a row of a job from before batches to be claimed
 // again.
 const handBackSQL = `
@@ -178,21 +184,60 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 	sendCtx, cancelSend := context.WithTimeout(ctx, r.cfg.JobTimeout-r.bookkeepingReserve())
 	defer cancelSend()
 
-	rows, err := r.readBatch(ctx, job)
+	ids := job.Args.IDs
+	if job.Attempt > 1 {
+		// A run after a crash or a failed recording: the job may also own
+		// rows it claimed while it ran (the next rows of its keys), which
+		// its args do not list.
+		owned, err := r.ownedRows(ctx, job.ID)
+		if err != nil {
+			return err
+		}
+		ids = owned
+	}
+	start := time.Now()
+	for {
+		rows, err := r.readBatch(ctx, job, ids)
+		if err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+
+		var wg sync.WaitGroup
+		for _, row := range rows {
+			wg.Go(func() { row.res = r.attempt(sendCtx, job, row) })
+		}
+		wg.Wait()
+
+		// While the job is young, it goes on with the next rows of its
+		// keys itself: no job to insert, fetch or complete per row of a
+		// key. Past a third of its timeout it hands them to a new job.
+		keep := time.Since(start) < r.cfg.JobTimeout/3 && !r.stopping.Load() && sendCtx.Err() == nil
+		next, err := r.record(book, job, rows, keep)
+		if err != nil || len(next) == 0 {
+			return err
+		}
+		ids = next
+	}
+}
+
+// ownedRowsSQL finds every row a job owns, through the undelivered rows
+// (only after a crash or a failed recording).
+const ownedRowsSQL = `
+SELECT id FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL AND job_id = $1`
+
+func (r *Relay) ownedRows(ctx context.Context, jobID int64) ([]int64, error) {
+	res, err := r.pool.Query(ctx, ownedRowsSQL, jobID)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("find the rows of batch job %d: %w", jobID, err)
 	}
-	if len(rows) == 0 {
-		return nil
+	ids, err := pgx.CollectRows(res, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("find the rows of batch job %d: %w", jobID, err)
 	}
-
-	var wg sync.WaitGroup
-	for _, row := range rows {
-		wg.Go(func() { row.res = r.attempt(sendCtx, job, row) })
-	}
-	wg.Wait()
-
-	return r.record(book, job, rows)
+	return ids, nil
 }
 
 func (r *Relay) bookkeepingReserve() time.Duration {
@@ -201,9 +246,9 @@ func (r *Relay) bookkeepingReserve() time.Duration {
 
 // readBatch reads the rows job still owns and keeps the heads of their
 // keys; the others go back to waiting.
-func (r *Relay) readBatch(ctx context.Context, job *river.Job[BatchArgs]) ([]*batchRow, error) {
+func (r *Relay) readBatch(ctx context.Context, job *river.Job[BatchArgs], ids []int64) ([]*batchRow, error) {
 	ordered, byEntity := r.cfg.Ordering != OrderOff, r.cfg.Ordering == OrderByEntity
-	res, err := r.pool.Query(ctx, readSQL, job.Args.IDs, job.ID, ordered, r.cfg.BlockOnFailure, byEntity)
+	res, err := r.pool.Query(ctx, readSQL, ids, job.ID, ordered, r.cfg.BlockOnFailure, byEntity)
 	if err != nil {
 		return nil, fmt.Errorf("read rows of batch job %d: %w", job.ID, err)
 	}
@@ -229,7 +274,7 @@ func (r *Relay) readBatch(ctx context.Context, job *river.Job[BatchArgs]) ([]*ba
 			return nil, err
 		}
 		if len(heads) > 0 {
-			more, err := r.readBatch(ctx, &river.Job[BatchArgs]{JobRow: job.JobRow, Args: BatchArgs{IDs: heads}})
+			more, err := r.readBatch(ctx, job, heads)
 			if err != nil {
 				return nil, err
 			}
@@ -357,17 +402,26 @@ func (r *Relay) attempt(ctx context.Context, job *river.Job[BatchArgs], b *batch
 }
 
 // record writes the batch's outcomes, moves rows still in flight to retry
-// jobs, claims the next row of every key whose row ended, and completes
-// the job: one transaction.
-func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow) error {
+// jobs, claims the next row of every key whose row ended (into this job
+// when keep is set, and returns their ids; else into a new job), and
+// completes the job when it has nothing left: one transaction.
+func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) ([]int64, error) {
+	next, err := r.recordTx(ctx, job, rows, keep)
+	if err != nil {
+		return nil, err
+	}
+	return next, nil
+}
+
+func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) (kept []int64, _ error) {
 	tx, err := r.pool.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("begin recording batch job %d: %w", job.ID, err)
+		return nil, fmt.Errorf("begin recording batch job %d: %w", job.ID, err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
 	if r.cfg.Ordering != OrderOff {
 		if _, err := tx.Exec(ctx, claimLockSharedSQL); err != nil {
-			return fmt.Errorf("take the claim lock: %w", err)
+			return nil, fmt.Errorf("take the claim lock: %w", err)
 		}
 	}
 
@@ -398,7 +452,7 @@ func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*b
 		}
 		results, err := r.client.InsertManyTx(ctx, tx, params)
 		if err != nil {
-			return fmt.Errorf("insert retry jobs of batch job %d: %w", job.ID, err)
+			return nil, fmt.Errorf("insert retry jobs of batch job %d: %w", job.ID, err)
 		}
 		for i, res := range results {
 			for _, b := range order[i] {
@@ -416,7 +470,7 @@ func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*b
 	}
 	res, err := tx.Query(ctx, recordSQL, ids, kinds, msgIDs, errs, counted, sent, sentAt, next, job.ID)
 	if err != nil {
-		return fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
+		return nil, fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
 	}
 	type applied struct {
 		attempts int
@@ -429,7 +483,7 @@ func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*b
 		done[id] = a
 		return nil
 	}); err != nil {
-		return fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
+		return nil, fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
 	}
 
 	// The next row of each key whose row ended goes now.
@@ -448,23 +502,33 @@ func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*b
 		if len(apps) > 0 {
 			res, err := tx.Query(ctx, successorSQL, apps, assets, entities, r.cfg.BlockOnFailure)
 			if err != nil {
-				return fmt.Errorf("find the next rows of batch job %d's keys: %w", job.ID, err)
+				return nil, fmt.Errorf("find the next rows of batch job %d's keys: %w", job.ID, err)
 			}
 			heads, err := pgx.CollectRows(res, pgx.RowTo[int64])
 			if err != nil {
-				return fmt.Errorf("find the next rows of batch job %d's keys: %w", job.ID, err)
+				return nil, fmt.Errorf("find the next rows of batch job %d's keys: %w", job.ID, err)
 			}
-			if err := r.claim(ctx, tx, heads); err != nil {
-				return err
+			if keep {
+				res, err := tx.Query(ctx, claimIntoSQL, heads, job.ID)
+				if err != nil {
+					return nil, fmt.Errorf("claim the next rows of batch job %d's keys: %w", job.ID, err)
+				}
+				if kept, err = pgx.CollectRows(res, pgx.RowTo[int64]); err != nil {
+					return nil, fmt.Errorf("claim the next rows of batch job %d's keys: %w", job.ID, err)
+				}
+			} else if err := r.claim(ctx, tx, heads); err != nil {
+				return nil, err
 			}
 		}
 	}
 
-	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
-		return fmt.Errorf("complete batch job %d: %w", job.ID, err)
+	if len(kept) == 0 {
+		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+			return nil, fmt.Errorf("complete batch job %d: %w", job.ID, err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit outcomes of batch job %d: %w", job.ID, err)
+		return nil, fmt.Errorf("commit outcomes of batch job %d: %w", job.ID, err)
 	}
 
 	// Only outcomes that were applied are counted and logged.
@@ -475,7 +539,7 @@ func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*b
 		}
 		r.report(b, a.attempts, a.lag)
 	}
-	return nil
+	return kept, nil
 }
 
 // report logs and counts one applied outcome.
