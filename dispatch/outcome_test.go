@@ -397,3 +397,23 @@ func ptrString(s *string) string {
 	}
 	return *s
 }
+
+// TestStaleClaimIsHandedBack checks the sweep: a row handed to a job that
+// no longer exists (deleted by hand, say) is handed back and delivered,
+// under its own key.
+func TestStaleClaimIsHandedBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t, setupOpts{config: func(c *dispatch.Config) { c.StaleAfter = 2 * time.Second }})
+	id := b.emit(t, outbox.CutCompleted("acme", "cut_1", "asset_1"))
+	if _, err := b.pool.Exec(ctx, `SELECT outbox_sequence()`); err != nil {
+		t.Fatal(err)
+	}
+	// Claimed an hour ago by a job that is gone.
+	if _, err := b.pool.Exec(ctx, `UPDATE outbox SET enqueued_at = now() - interval '1 hour', job_id = 424242 WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	b.start(t)
+	b.waitDelivered(t, 1)
+	b.assertDeliveredOnce(t, id)
+}
