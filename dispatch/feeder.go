@@ -69,6 +69,9 @@ SELECT c.id, c.commit_seq,
          ORDER BY o.commit_seq
          LIMIT $2) c`
 
+// newRowsSQL says whether any row was numbered after $1.
+const newRowsSQL = `SELECT EXISTS (SELECT 1 FROM outbox WHERE commit_seq > $1)`
+
 // rescanSQL is admitSQL over every waiting row, whatever its number: rows
 // handed back (a replay, a job that vanished) sit below the watermark. It
 // pages through the undelivered rows by created_at (outbox_undelivered_idx;
@@ -90,13 +93,15 @@ SELECT c.id, c.created_at,
          ORDER BY o.created_at
          LIMIT $3) c`
 
-// setClaimedSQL hands rows to their jobs. The guard keeps a row that
+// setClaimedSQL hands rows to their jobs. The id = ANY qual keeps the
+// outbox side a primary-key lookup whatever the planner thinks of unnest's
+// size (without it, a generic plan may scan the outbox once per row). The guard keeps a row that
 // another claim took meanwhile with that claim. The row's indexed columns
 // do not change, so the new version can stay on its page (HOT).
 const setClaimedSQL = `
 UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = u.job_id
   FROM unnest($1::bigint[], $2::bigint[]) AS u (id, job_id)
- WHERE o.id = u.id AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2`
+ WHERE o.id = ANY ($1::bigint[]) AND o.id = u.id AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2`
 
 // staleSQL hands back rows whose job is gone (deleted by hand, or lost
 // some other way): enqueued long ago, neither delivered nor failed, and no
@@ -284,7 +289,22 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
 
 	ordered, byEntity := r.cfg.Ordering != OrderOff, r.cfg.Ordering == OrderByEntity
-	if ordered {
+	if page == nil {
+		// Nothing numbered since the last look (the usual case while a
+		// backlog drains): no lock, no claim.
+		var more bool
+		if err := tx.QueryRow(ctx, newRowsSQL, f.watermark).Scan(&more); err != nil {
+			return 0, fmt.Errorf("look for newly numbered rows: %w", err)
+		}
+		if !more {
+			return 0, nil
+		}
+	}
+	// Only admission of newly numbered rows races the outcome
+	// transactions (see claimLockSQL). A rescan looks at rows numbered
+	// before it began, which every outcome transaction that could claim
+	// them already sees; its claims are guarded like any other.
+	if ordered && page == nil {
 		if _, err := tx.Exec(ctx, claimLockSQL); err != nil {
 			return 0, fmt.Errorf("take the claim lock: %w", err)
 		}

@@ -72,7 +72,7 @@ UPDATE outbox AS o
        job_id           = CASE WHEN u.next_job = 0 THEN o.job_id ELSE u.next_job END
   FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::boolean[], $6::boolean[], $7::timestamptz[], $8::bigint[])
        AS u (id, kind, msg_id, error, counted, sent, sent_at, next_job)
- WHERE o.id = u.id AND o.job_id = $9
+ WHERE o.id = ANY ($1::bigint[]) AND o.id = u.id AND o.job_id = $9
    AND num_nulls(o.delivered_at, o.failed_at) = 2
 RETURNING o.id, o.attempts, extract(epoch FROM clock_timestamp() - o.created_at)::float8`
 
