@@ -30,7 +30,7 @@ type Config struct {
 	Concurrency int
 	// BatchSize is the most rows one River job carries (their ids only).
 	// Its rows are sent concurrently and their outcomes recorded in one
-	// transaction. Default 50.
+	// transaction. Default 100.
 	BatchSize int
 	// RateLimit caps sends to Svix, in messages per second, so a backlog
 	// drains at the cap instead of in 429 storms. 0 means no cap. Default 0.
@@ -115,7 +115,7 @@ type Config struct {
 // WithDefaults returns c with zero values replaced by defaults.
 func (c Config) WithDefaults() Config {
 	c.Concurrency = cmp.Or(c.Concurrency, 200)
-	c.BatchSize = cmp.Or(c.BatchSize, 50)
+	c.BatchSize = cmp.Or(c.BatchSize, 100)
 	c.IdempotencyWindow = cmp.Or(c.IdempotencyWindow, 12*time.Hour)
 	c.RescanInterval = cmp.Or(c.RescanInterval, 30*time.Second)
 	c.JobTimeout = cmp.Or(c.JobTimeout, 30*time.Second)
