@@ -66,10 +66,10 @@ func (r *report) printTable(out io.Writer) {
 		fmt.Fprintf(out, "\n== producers: %d producers, each transaction writes %d rows of %d shared assets in random order, relay running (ordering asset)\n",
 			p.Producers, p.RowsPerTx, p.Assets)
 		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "   mode\ttx committed\ttx/s\ttx p50 ms\ttx p99 ms\terrors\tdeadlocks 40P01\tlock waits on producers\ton relay/others\twaiting ms (sampled)\terrors by SQLSTATE\t")
+		fmt.Fprintln(tw, "   mode\ttx committed\ttx/s\ttx p50 ms\ttx p99 ms\terrors\tdeadlocks 40P01\tkey waits on producers\ton relay/others\ton NOTIFY/extension\twaiting ms (sampled)\terrors by SQLSTATE\t")
 		for _, m := range p.Modes {
-			fmt.Fprintf(tw, "   %s\t%d\t%.0f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%.0f\t%v\t\n", m.Mode, m.Txs, m.TxPerSec, m.TxP50MS, m.TxP99MS,
-				m.errorCount(), m.Deadlocks, m.WaitsOnProducers, m.WaitsOnOthers, m.WaitSampledMS, m.Errors)
+			fmt.Fprintf(tw, "   %s\t%d\t%.0f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%.0f\t%v\t\n", m.Mode, m.Txs, m.TxPerSec, m.TxP50MS, m.TxP99MS,
+				m.errorCount(), m.Deadlocks, m.WaitsOnProducers, m.WaitsOnOthers, m.WaitsOnCommon, m.WaitSampledMS, m.Errors)
 		}
 		tw.Flush()
 		fmt.Fprintf(out, "   %d of %d committed rows reached Svix; load at start %s; relay logged %d warnings, %d errors\n",

@@ -46,10 +46,15 @@ const (
 	lockSampleInterval       = 5 * time.Millisecond
 )
 
-// lockWaitsSQL lists the producers waiting on a lock now, and whether a
-// producer holds what they wait for (rather than the relay).
+// lockWaitsSQL lists the producers waiting on a lock now, the kind of lock
+// (pg_stat_activity.wait_event), and whether a producer holds what they
+// wait for (rather than the relay). Only row and advisory locks
+// (transactionid, tuple, advisory) are waits on another writer's key; an
+// "object" wait is the database-wide lock every committing transaction that
+// sent a NOTIFY takes in turn (the outbox trigger's wake-up), and "extend"
+// is two writers growing the table's file at once.
 const lockWaitsSQL = `
-SELECT a.pid, coalesce(a.query_start, a.backend_start),
+SELECT a.pid, coalesce(a.query_start, a.backend_start), a.wait_event NOT IN ('transactionid', 'tuple', 'advisory'),
        EXISTS (SELECT 1 FROM pg_stat_activity b
                 WHERE b.pid = ANY (pg_blocking_pids(a.pid)) AND b.application_name = 'relay-bench-producer') AS bench_marker
   FROM pg_stat_activity a
@@ -69,11 +74,14 @@ type ProducerMode struct {
 	// WaitsOnProducers counts lock waits (statements seen waiting in
 	// pg_stat_activity, sampled every 5 ms) held up by another producer;
 	// WaitsOnOthers those held up by anything else (the relay).
-	WaitsOnProducers int     `json:"lock_waits_on_producers"`
-	WaitsOnOthers    int     `json:"lock_waits_on_others"`
-	WaitSampledMS    float64 `json:"lock_wait_sampled_ms"`
-	TxP50MS          float64 `json:"tx_p50_ms"`
-	TxP99MS          float64 `json:"tx_p99_ms"`
+	WaitsOnProducers int `json:"lock_waits_on_producers"`
+	WaitsOnOthers    int `json:"lock_waits_on_others"`
+	// WaitsOnCommon counts waits on locks that are no key: the NOTIFY
+	// lock at commit and the table's extension lock, whoever held them.
+	WaitsOnCommon int     `json:"lock_waits_not_on_keys"`
+	WaitSampledMS float64 `json:"lock_wait_sampled_ms"`
+	TxP50MS       float64 `json:"tx_p50_ms"`
+	TxP99MS       float64 `json:"tx_p99_ms"`
 }
 
 // ProducersResult is the producers scenario.
@@ -206,7 +214,7 @@ func (b *bench) producerMode(ctx context.Context, pool *pgxpool.Pool, mode strin
 		return res, err
 	}
 	res.Deadlocks = res.Errors["40P01"]
-	res.WaitsOnProducers, res.WaitsOnOthers = ws.onProducers, ws.onOthers
+	res.WaitsOnProducers, res.WaitsOnOthers, res.WaitsOnCommon = ws.onProducers, ws.onOthers, ws.onCommon
 	res.WaitSampledMS = float64(ws.samples) * float64(lockSampleInterval.Microseconds()) / 1000
 	res.TxPerSec = float64(res.Txs) / res.Seconds
 	if d := delayOf(lat, 0); d != nil {
@@ -272,7 +280,8 @@ func sqlState(err error) string {
 
 // waitSamples is what sampling pg_stat_activity saw.
 type waitSamples struct {
-	onProducers, onOthers int // distinct waits, by who held them up
+	onProducers, onOthers int // distinct waits on row or key locks, by who held them up
+	onCommon              int // distinct waits on locks that are no key (NOTIFY at commit, table extension)
 	samples               int // waiting statements summed over samples
 }
 
@@ -284,7 +293,8 @@ func (b *bench) sampleLockWaits(ctx context.Context) waitSamples {
 		pid   int32
 		start time.Time
 	}
-	seen := map[waitKey]bool{} // true: held up by a producer at some sample
+	seen := map[waitKey]bool{}   // true: held up by a producer at some sample
+	common := map[waitKey]bool{} // waits on locks that are no key
 	var ws waitSamples
 	tick := time.NewTicker(lockSampleInterval)
 	defer tick.Stop()
@@ -293,9 +303,13 @@ func (b *bench) sampleLockWaits(ctx context.Context) waitSamples {
 		if err == nil {
 			for rows.Next() {
 				var k waitKey
-				var byProducer bool
-				if rows.Scan(&k.pid, &k.start, &byProducer) == nil {
-					seen[k] = seen[k] || byProducer
+				var byProducer, notKey bool
+				if rows.Scan(&k.pid, &k.start, &notKey, &byProducer) == nil {
+					if notKey {
+						common[k] = true
+					} else {
+						seen[k] = seen[k] || byProducer
+					}
 					ws.samples++
 				}
 			}
@@ -303,6 +317,7 @@ func (b *bench) sampleLockWaits(ctx context.Context) waitSamples {
 		}
 		select {
 		case <-ctx.Done():
+			ws.onCommon = len(common)
 			for _, byProducer := range seen {
 				if byProducer {
 					ws.onProducers++

@@ -224,7 +224,7 @@ func (r *report) finish() {
 	}
 	if p := r.Producers; p != nil {
 		for _, m := range p.Modes {
-			add("producers, "+m.Mode+": errors, waits on producers", "0, 0",
+			add("producers, "+m.Mode+": errors, key waits on producers", "0, 0",
 				fmt.Sprintf("%d (%d deadlocks), %d", m.errorCount(), m.Deadlocks, m.WaitsOnProducers),
 				m.errorCount() == 0 && m.WaitsOnProducers == 0)
 		}
