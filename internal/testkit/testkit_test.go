@@ -92,3 +92,20 @@ func TestStart(t *testing.T) {
 		t.Fatalf("the client does not reach the fake: %v", err)
 	}
 }
+
+func TestInsertRow(t *testing.T) {
+	t.Parallel()
+	env := testkit.Start(t, svixfake.Config{})
+	data := `{"entity_id":"render_1","asset_id":"asset_1"}`
+	pending := testkit.InsertRow(t, env.Pool, "acme", "render.completed", data, "")
+	failed := testkit.InsertRow(t, env.Pool, "acme", "render.completed", data, "enqueued_at = now(), failed_at = now(), attempts = 1, last_error = 'x'")
+	for id, wantFailed := range map[int64]bool{pending: false, failed: true} {
+		var isFailed bool
+		if err := env.Pool.QueryRow(t.Context(), "SELECT failed_at IS NOT NULL FROM outbox WHERE id = $1", id).Scan(&isFailed); err != nil {
+			t.Fatal(err)
+		}
+		if isFailed != wantFailed {
+			t.Errorf("row %d failed = %v, want %v", id, isFailed, wantFailed)
+		}
+	}
+}
