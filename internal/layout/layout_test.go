@@ -16,6 +16,8 @@ const module = "github.com/mediaplatform/relay"
 // pkg is what go list -json says of one of the module's packages.
 type pkg struct {
 	ImportPath string
+	Name       string
+	Doc        string   // the package comment's first sentence
 	Imports    []string // direct, without test imports
 	Deps       []string // transitive, without test imports
 }
@@ -227,6 +229,21 @@ func TestReadmeMap(t *testing.T) {
 	for _, name := range table {
 		if _, ok := pkgs[name]; !ok {
 			t.Errorf("the table lists %s, which is not a package", name)
+		}
+	}
+}
+
+// Every package says what it is for in a package comment: "Package x ..."
+// for a library, "Command x ..." for a program.
+func TestPackageDocs(t *testing.T) {
+	t.Parallel()
+	for name, p := range packages(t) {
+		want := "Package " + p.Name + " "
+		if p.Name == "main" {
+			want = "Command " + name[strings.LastIndex(name, "/")+1:] + " "
+		}
+		if !strings.HasPrefix(p.Doc, want) {
+			t.Errorf("%s: package comment %q does not start with %q", name, p.Doc, want)
 		}
 	}
 }
