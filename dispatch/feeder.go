@@ -10,51 +10,102 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgxlisten"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
 	"go.uber.org/zap"
 )
 
-// claimSQL locks pending rows by state, never by "id above the last one
-// seen": ids commit out of order, and a lower id committed late is pending
-// like any other. SKIP LOCKED lets several relays claim side by side. The
-// rows are marked enqueued by setClaimedSQL once their jobs exist, in the
-// same transaction.
+// Who may hand a row to a job, and when.
 //
-// The last column says that no earlier row of the row's ordering key is
-// undelivered (orderer.wait's check, same predicate). On its job's first
-// run such a row is sent without asking again, which saves a query per row
-// in the common case of one row of a key in flight; its retries ask again,
-// so an earlier row replayed while it backs off goes first. Only a replay
-// landing between the claim and the first send (milliseconds) can let the
-// later row go first, as when the earlier row had failed.
-// $2 is false when ordering is off, $3 is BlockOnFailure, $4 orders by
-// entity.
-const claimSQL = `
-SELECT o.id, o.created_at, o.resends, o.app_id, o.event_type, o.data,
-       coalesce(o.order_seq, 0), o.data ->> 'asset_id', o.data ->> 'entity_id',
-       $2::boolean AND o.order_seq IS NOT NULL AND NOT EXISTS (
-           SELECT 1 FROM outbox e
-            WHERE e.app_id = o.app_id AND (e.data ->> 'asset_id') = (o.data ->> 'asset_id')
-              AND e.order_seq < o.order_seq
-              AND e.delivered_at IS NULL
-              AND ($3::boolean OR e.failed_at IS NULL)
-              AND (NOT $4::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id'))
-  FROM outbox o
- WHERE o.enqueued_at IS NULL AND o.delivered_at IS NULL AND o.failed_at IS NULL
- ORDER BY o.id
- LIMIT $1
-   FOR UPDATE OF o SKIP LOCKED`
+// A row is claimed only once it has a commit_seq (its place in commit
+// order, set by the sequencer) and only while it is the head of its key:
+// no row of the key with a lower commit_seq is undelivered (nor failed,
+// under BlockOnFailure). Two paths claim rows:
+//
+//   - admission (the feeder): rows numbered since it last looked, in
+//     commit_seq order, claimed if they are heads; and
+//   - succession (a batch job, in the transaction that records its
+//     outcomes): the new head of each key whose row ended.
+//
+// Admission decides "not a head, its predecessor will claim it", and
+// succession decides "the next row is not numbered yet, admission will
+// claim it": each must see the other's committed writes, or a row could
+// be claimed by neither. So admission (and every path that hands a row
+// back) holds claimLock exclusively, and succession holds it shared: once
+// admission holds the lock, every outcome transaction has committed or has
+// not begun, and one that begins later sees admission's writes. The lock
+// is a transaction-level advisory lock: nothing on disk, and producers
+// never take it.
+const claimLockSQL = `SELECT pg_advisory_xact_lock(hashtextextended('relay.outbox_claim', 'outbox'::regclass::oid::bigint))`
+const claimLockSharedSQL = `SELECT pg_advisory_xact_lock_shared(hashtextextended('relay.outbox_claim', 'outbox'::regclass::oid::bigint))`
 
-// setClaimedSQL marks claimed rows enqueued with their jobs: one row
-// version per claim.
+// Plans here must not depend on planner statistics: a table that grew from
+// small to large during an outage has stale ones. Row state is therefore
+// tested with num_nulls(...) in the hot queries, which the planner cannot
+// match to outbox_undelivered_idx's predicate: with stale statistics that
+// small-looking partial index would otherwise be scanned whole (in place of
+// the primary key or outbox_key_idx) for every row. Each hot query is a
+// primary-key lookup, a commit_seq range with a LIMIT, or one probe of
+// outbox_key_idx per key.
+
+// admitSQL reads rows numbered after $1, in commit order, through the
+// unique commit_seq index (a range scan with a small LIMIT: the plan does
+// not depend on planner statistics), and says which are heads of their
+// key, with one probe of outbox_key_idx each. commit_seq numbers become
+// visible in order (the sequencer's steps are serialized), so a reader that
+// has seen number n has seen every number below it: the watermark never
+// skips a row.
+// $3: ordering on; $4: BlockOnFailure; $5: ordering by entity.
+const admitSQL = `
+SELECT c.id, c.commit_seq,
+       num_nulls(c.enqueued_at, c.delivered_at, c.failed_at) = 3 AND (NOT $3::boolean OR NOT EXISTS (
+           SELECT 1 FROM outbox e
+            WHERE e.app_id = c.app_id AND (e.data ->> 'asset_id') = (c.data ->> 'asset_id')
+              AND e.commit_seq < c.commit_seq
+              AND e.delivered_at IS NULL
+              AND ($4::boolean OR num_nulls(e.failed_at) = 1)
+              AND (NOT $5::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id')))
+  FROM (SELECT o.id, o.commit_seq, o.app_id, o.data, o.enqueued_at, o.delivered_at, o.failed_at
+          FROM outbox o
+         WHERE o.commit_seq > $1
+         ORDER BY o.commit_seq
+         LIMIT $2) c`
+
+// newRowsSQL says whether any row was numbered after $1.
+const newRowsSQL = `SELECT EXISTS (SELECT 1 FROM outbox WHERE commit_seq > $1)`
+
+// rescanSQL is admitSQL over every waiting row, whatever its number: rows
+// handed back (a replay, a job that vanished) sit below the watermark. It
+// pages through the undelivered rows by created_at (outbox_undelivered_idx;
+// $2 are the ids already seen at the page boundary's timestamp); it runs at
+// start, after a replay or a sweep, and every RescanInterval.
+const rescanSQL = `
+SELECT c.id, c.created_at,
+       c.enqueued_at IS NULL AND c.commit_seq IS NOT NULL AND (NOT $4::boolean OR NOT EXISTS (
+           SELECT 1 FROM outbox e
+            WHERE e.app_id = c.app_id AND (e.data ->> 'asset_id') = (c.data ->> 'asset_id')
+              AND e.commit_seq < c.commit_seq
+              AND e.delivered_at IS NULL
+              AND ($5::boolean OR num_nulls(e.failed_at) = 1)
+              AND (NOT $6::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id')))
+  FROM (SELECT o.id, o.created_at, o.commit_seq, o.app_id, o.data, o.enqueued_at
+          FROM outbox o
+         WHERE o.delivered_at IS NULL AND o.failed_at IS NULL
+           AND o.created_at >= $1 AND NOT (o.id = ANY (coalesce($2::bigint[], '{}')))
+         ORDER BY o.created_at
+         LIMIT $3) c`
+
+// setClaimedSQL hands rows to their jobs. The id = ANY qual keeps the
+// outbox side a primary-key lookup whatever the planner thinks of unnest's
+// size (without it, a generic plan may scan the outbox once per row). The guard keeps a row that
+// another claim took meanwhile with that claim. The row's indexed columns
+// do not change, so the new version can stay on its page (HOT).
 const setClaimedSQL = `
 UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = u.job_id
   FROM unnest($1::bigint[], $2::bigint[]) AS u (id, job_id)
- WHERE o.id = u.id`
+ WHERE o.id = ANY ($1::bigint[]) AND o.id = u.id AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2`
 
 // staleSQL hands back rows whose job is gone (deleted by hand, or lost
 // some other way): enqueued long ago, neither delivered nor failed, and no
-// live River job. The feeder then claims them like new rows.
+// live River job. A rescan then claims them like new rows.
 const staleSQL = `
 WITH stale AS (
     SELECT o.id FROM outbox o
@@ -68,16 +119,23 @@ WITH stale AS (
      LIMIT $2
        FOR UPDATE OF o SKIP LOCKED
 )
-UPDATE outbox AS o SET enqueued_at = NULL
+UPDATE outbox AS o SET enqueued_at = NULL, job_id = NULL
   FROM stale
  WHERE o.id = stale.id
 RETURNING o.id`
 
-// feeder moves pending outbox rows into River: woken by the outbox's
-// NOTIFY (unless PollOnly) and by a poll.
+// feeder claims rows into batch jobs: woken by the sequencer (rows were
+// numbered), by the outbox's notifications and by a poll.
 type feeder struct {
-	relay *Relay
-	wake  chan struct{}
+	relay  *Relay
+	wake   chan struct{}
+	rescan chan struct{}
+	// watermark is the highest commit_seq admission has looked at.
+	watermark int64
+}
+
+func newFeeder(r *Relay) *feeder {
+	return &feeder{relay: r, wake: make(chan struct{}, 1), rescan: make(chan struct{}, 1)}
 }
 
 func (f *feeder) poke() {
@@ -87,26 +145,23 @@ func (f *feeder) poke() {
 	}
 }
 
+func (f *feeder) pokeRescan() {
+	select {
+	case f.rescan <- struct{}{}:
+	default:
+	}
+}
+
 func (f *feeder) run(ctx context.Context) {
 	r := f.relay
-	f.wake = make(chan struct{}, 1)
-	done := make(chan struct{})
-	if !r.cfg.PollOnly {
-		go func() {
-			defer close(done)
-			f.listen(ctx)
-		}()
-	} else {
-		close(done)
-	}
-	defer func() { <-done }()
-
 	poll := time.NewTicker(r.cfg.PollInterval)
 	defer poll.Stop()
+	rescan := time.NewTicker(r.cfg.RescanInterval)
+	defer rescan.Stop()
 	sweep := time.NewTicker(min(r.cfg.StaleAfter/2, time.Minute))
 	defer sweep.Stop()
 
-	f.drain(ctx)
+	f.fullRescan(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -115,16 +170,20 @@ func (f *feeder) run(ctx context.Context) {
 			f.drain(ctx)
 		case <-poll.C:
 			f.drain(ctx)
+		case <-f.rescan:
+			f.fullRescan(ctx)
+		case <-rescan.C:
+			f.fullRescan(ctx)
 		case <-sweep.C:
 			f.sweep(ctx)
 		}
 	}
 }
 
-// listen wakes the feeder on each notification, and after every
+// listen wakes the sequencer on each new row, the feeder on rows numbered
+// by another process, and a rescan on a replay; and all of them after every
 // (re)connect, since rows may have been written while it was away.
-func (f *feeder) listen(ctx context.Context) {
-	r := f.relay
+func (r *Relay) listen(ctx context.Context) {
 	l := &pgxlisten.Listener{
 		Connect: func(ctx context.Context) (*pgx.Conn, error) {
 			return pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig.Copy())
@@ -136,28 +195,37 @@ func (f *feeder) listen(ctx context.Context) {
 		},
 		ReconnectDelay: time.Second,
 	}
-	l.Handle("outbox", listenHandler{f})
+	l.Handle("outbox", listenHandler{r})
+	l.Handle("outbox_sequenced", listenHandler{r})
 	if err := l.Listen(ctx); err != nil && ctx.Err() == nil {
 		r.log.Error("outbox listener stopped", zap.Error(err))
 	}
 }
 
-type listenHandler struct{ f *feeder }
+type listenHandler struct{ r *Relay }
 
-func (h listenHandler) HandleNotification(context.Context, *pgconn.Notification, *pgx.Conn) error {
-	h.f.poke()
+func (h listenHandler) HandleNotification(_ context.Context, n *pgconn.Notification, _ *pgx.Conn) error {
+	switch {
+	case n.Channel == "outbox_sequenced":
+		h.r.feeder.poke()
+	case n.Payload == "replay":
+		h.r.feeder.pokeRescan()
+	default:
+		h.r.seq.Wake()
+	}
 	return nil
 }
 
 func (h listenHandler) HandleBacklog(context.Context, string, *pgx.Conn) error {
-	h.f.poke()
+	h.r.seq.Wake()
+	h.r.feeder.pokeRescan()
 	return nil
 }
 
-// drain claims batches until a short one.
+// drain admits numbered rows until a short batch.
 func (f *feeder) drain(ctx context.Context) {
 	for ctx.Err() == nil {
-		n, err := f.claim(ctx)
+		n, err := f.admit(ctx, nil)
 		if err != nil {
 			if ctx.Err() == nil {
 				f.relay.log.Warn("claim outbox rows failed; retrying at the next poll", zap.Error(err))
@@ -170,10 +238,47 @@ func (f *feeder) drain(ctx context.Context) {
 	}
 }
 
-// claim hands one batch of pending rows to River in one transaction: the
-// rows are marked enqueued if and only if their jobs exist. A row whose
-// job is still running stays pending.
-func (f *feeder) claim(ctx context.Context) (int, error) {
+// fullRescan admits every waiting row, a page per transaction, then goes
+// on from the watermark.
+func (f *feeder) fullRescan(ctx context.Context) {
+	r := f.relay
+	var high int64
+	if err := r.pool.QueryRow(ctx, `SELECT coalesce(max(commit_seq), 0) FROM outbox`).Scan(&high); err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("rescan of waiting outbox rows failed; retrying at the next rescan", zap.Error(err))
+		}
+		return
+	}
+	// Every row numbered by now is seen by the pages below (they start
+	// later): the forward pass may go on after high.
+	p := rescanPage{}
+	for ctx.Err() == nil {
+		n, err := f.admit(ctx, &p)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("rescan of waiting outbox rows failed; retrying at the next rescan", zap.Error(err))
+			}
+			return
+		}
+		if n < r.cfg.ClaimBatch {
+			break
+		}
+	}
+	f.watermark = max(f.watermark, high)
+	f.drain(ctx)
+}
+
+// rescanPage is where a rescan goes on: rows created at or after after,
+// except those ids (already seen at that timestamp).
+type rescanPage struct {
+	after time.Time
+	seen  []int64
+}
+
+// admit runs one admission step: the next page of a rescan when page is
+// set, else the rows numbered after the watermark. It returns how many
+// rows it looked at.
+func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 	r := f.relay
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -183,66 +288,116 @@ func (f *feeder) claim(ctx context.Context) (int, error) {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
 
-	var ordered, byEntity bool
-	if r.ordering != nil {
-		ordered, byEntity = true, r.ordering.byEntity
-	}
-	rows, err := tx.Query(ctx, claimSQL, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity)
-	if err != nil {
-		return 0, fmt.Errorf("claim outbox rows: %w", err)
-	}
-	var params []river.InsertManyParams
-	var a DeliverArgs
-	var created time.Time
-	_, err = pgx.ForEachRow(rows, []any{&a.OutboxID, &created, &a.Resends, &a.AppID, &a.EventType, &a.Data,
-		&a.OrderSeq, &a.AssetID, &a.EntityID, &a.HeadOfKey}, func() error {
-		a.CreatedUS = created.UnixMicro()
-		args := a
-		args.Data = append([]byte(nil), a.Data...)
-		params = append(params, river.InsertManyParams{Args: args, InsertOpts: insertOpts(r.cfg.Queue)})
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("claim outbox rows: %w", err)
-	}
-	if len(params) == 0 {
-		return 0, nil
-	}
-
-	results, err := r.client.InsertManyTx(ctx, tx, params)
-	if err != nil {
-		return 0, fmt.Errorf("insert delivery jobs: %w", err)
-	}
-	ids := make([]int64, 0, len(results))
-	jobIDs := make([]int64, 0, len(results))
-	for i, res := range results {
-		id := params[i].Args.(DeliverArgs).OutboxID
-		if res.UniqueSkippedAsDuplicate {
-			if res.Job.State == rivertype.JobStateRunning {
-				// Its job is finishing (River records outcomes a moment
-				// after they happen): leave the row pending and look again
-				// at the next poll, when that job has ended.
-				continue
-			}
-			// The row already has a job waiting (it was replayed during a
-			// retry backoff): run that job now.
-			if _, err := r.client.JobRetryTx(ctx, tx, res.Job.ID); err != nil {
-				return 0, fmt.Errorf("retry job %d of outbox row %d: %w", res.Job.ID, id, err)
-			}
+	ordered, byEntity := r.cfg.Ordering != OrderOff, r.cfg.Ordering == OrderByEntity
+	if page == nil {
+		// Nothing numbered since the last look (the usual case while a
+		// backlog drains): no lock, no claim.
+		var more bool
+		if err := tx.QueryRow(ctx, newRowsSQL, f.watermark).Scan(&more); err != nil {
+			return 0, fmt.Errorf("look for newly numbered rows: %w", err)
 		}
-		ids = append(ids, id)
-		jobIDs = append(jobIDs, res.Job.ID)
+		if !more {
+			return 0, nil
+		}
 	}
-	if _, err := tx.Exec(ctx, setClaimedSQL, ids, jobIDs); err != nil {
-		return 0, fmt.Errorf("mark claimed rows enqueued: %w", err)
+	// Only admission of newly numbered rows races the outcome
+	// transactions (see claimLockSQL). A rescan looks at rows numbered
+	// before it began, which every outcome transaction that could claim
+	// them already sees; its claims are guarded like any other.
+	if ordered && page == nil {
+		if _, err := tx.Exec(ctx, claimLockSQL); err != nil {
+			return 0, fmt.Errorf("take the claim lock: %w", err)
+		}
+	}
+	var heads []int64
+	seen := 0
+	high := f.watermark
+	var next rescanPage
+	if page != nil {
+		rows, err := tx.Query(ctx, rescanSQL, page.after, page.seen, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity)
+		if err != nil {
+			return 0, fmt.Errorf("rescan waiting outbox rows: %w", err)
+		}
+		next = *page
+		var id int64
+		var created time.Time
+		var head bool
+		_, err = pgx.ForEachRow(rows, []any{&id, &created, &head}, func() error {
+			seen++
+			if !created.Equal(next.after) {
+				next.after, next.seen = created, next.seen[:0:0]
+			}
+			next.seen = append(next.seen, id)
+			if head {
+				heads = append(heads, id)
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("rescan waiting outbox rows: %w", err)
+		}
+	} else {
+		rows, err := tx.Query(ctx, admitSQL, f.watermark, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity)
+		if err != nil {
+			return 0, fmt.Errorf("claim outbox rows: %w", err)
+		}
+		var id, seq int64
+		var head bool
+		_, err = pgx.ForEachRow(rows, []any{&id, &seq, &head}, func() error {
+			seen++
+			high = max(high, seq)
+			if head {
+				heads = append(heads, id)
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("claim outbox rows: %w", err)
+		}
+	}
+	if err := r.claim(ctx, tx, heads); err != nil {
+		return 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("commit claim: %w", err)
 	}
-	return len(ids), nil
+	if page != nil {
+		*page = next
+	} else {
+		f.watermark = high
+	}
+	return seen, nil
 }
 
-// sweep hands rows whose job vanished back to the feeder.
+// claim hands rows to new batch jobs of at most BatchSize rows, inside tx.
+func (r *Relay) claim(ctx context.Context, tx pgx.Tx, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	var params []river.InsertManyParams
+	for start := 0; start < len(ids); start += r.cfg.BatchSize {
+		part := ids[start:min(start+r.cfg.BatchSize, len(ids))]
+		params = append(params, river.InsertManyParams{Args: BatchArgs{IDs: part}, InsertOpts: batchInsertOpts(r.cfg.Queue)})
+	}
+	results, err := r.client.InsertManyTx(ctx, tx, params)
+	if err != nil {
+		return fmt.Errorf("insert delivery jobs: %w", err)
+	}
+	rowIDs := make([]int64, 0, len(ids))
+	jobIDs := make([]int64, 0, len(ids))
+	for i, res := range results {
+		for _, id := range params[i].Args.(BatchArgs).IDs {
+			rowIDs = append(rowIDs, id)
+			jobIDs = append(jobIDs, res.Job.ID)
+		}
+	}
+	if _, err := tx.Exec(ctx, setClaimedSQL, rowIDs, jobIDs); err != nil {
+		return fmt.Errorf("mark claimed rows enqueued: %w", err)
+	}
+	return nil
+}
+
+// sweep hands rows whose job vanished back, then rescans.
 func (f *feeder) sweep(ctx context.Context) {
 	r := f.relay
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -263,6 +418,6 @@ func (f *feeder) sweep(ctx context.Context) {
 		r.log.Warn("row had no live job; handing it over again", zap.Int64("outbox_id", id))
 	}
 	if len(ids) > 0 {
-		f.poke()
+		f.pokeRescan()
 	}
 }

@@ -10,8 +10,24 @@ import (
 	"github.com/mediaplatform/relay/internal/msgkey"
 )
 
-// DeliverArgs is the River job for one outbox row. It carries the row's
-// content, copied at claim time, so a delivery needs no read of the row.
+// BatchArgs is the River job that delivers a batch of outbox rows: it
+// carries their ids only (the rows are read when the job runs, so no
+// payload is copied into river_job, River UI or the WAL twice). A job acts
+// only on the rows whose job_id is its own id and that have not ended, so
+// a row handed to another job meanwhile is left alone.
+type BatchArgs struct {
+	IDs []int64 `json:"ids"`
+}
+
+// BatchKind is the River job kind of BatchArgs.
+const BatchKind = "outbox.deliver_batch"
+
+// Kind implements river.JobArgs.
+func (BatchArgs) Kind() string { return BatchKind }
+
+// DeliverArgs is the River job for one outbox row made by relays before
+// batches; such a job hands its row back to be claimed again. It carried
+// the row's content, copied at claim time.
 //
 // In river_job.args only the fields that identify the row (outbox_id,
 // created_us, resends) are JSON fields; the rest travels packed in one
@@ -107,20 +123,15 @@ func (DeliverArgs) Kind() string { return DeliverKind }
 // Key returns the row's idempotency key.
 func (a DeliverArgs) Key() string { return msgkey.FormatMicros(a.OutboxID, a.CreatedUS, a.Resends) }
 
-// liveStates are the job states in which a row's job is unique: one live
-// job per row, while a finished job does not stop a replay or a forced
-// resend from inserting a new one.
+func batchInsertOpts(queue string) *river.InsertOpts {
+	return &river.InsertOpts{Queue: queue}
+}
+
+// liveStates are the states of a job that is not finished.
 var liveStates = []rivertype.JobState{
 	rivertype.JobStateAvailable,
 	rivertype.JobStatePending,
 	rivertype.JobStateRetryable,
 	rivertype.JobStateRunning,
 	rivertype.JobStateScheduled,
-}
-
-func insertOpts(queue string) *river.InsertOpts {
-	return &river.InsertOpts{
-		Queue:      queue,
-		UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: liveStates},
-	}
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mediaplatform/relay/outbox"
 )
 
 // Metrics are the relay's Prometheus metrics. The gauges are sampled from
@@ -68,6 +70,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Age of the oldest outbox row neither delivered nor failed; 0 when there is none (sampled).",
 		}),
 	}
+	// Every label set starts at 0, so increase() sees a series' first
+	// failure (a series born at 1 has no earlier sample to rise from).
+	for _, t := range outbox.EventTypes {
+		for _, o := range []string{"delivered", "duplicate", "retry", "rate_limited", "failed"} {
+			m.deliveries.WithLabelValues(string(t), o)
+		}
+	}
+	for _, o := range []string{"ok", "rate_limited", "auth", "permanent", "transient", "cancelled"} {
+		m.requestSecs.WithLabelValues(o)
+	}
 	reg.MustRegister(m.deliveries, m.requestSecs, m.lagSecs, m.rateLimitWaits, m.orderingSkipped, m.pending, m.inFlight, m.failed, m.oldestSecs)
 	return m
 }
@@ -97,15 +109,13 @@ func (m *Metrics) observeRequest(err error, d time.Duration) {
 	}
 }
 
-func (m *Metrics) delivered(eventType string, duplicate bool, res outcomeResult) {
+func (m *Metrics) delivered(eventType string, duplicate bool, lagSecs float64) {
 	outcome := "delivered"
 	if duplicate {
 		outcome = "duplicate"
 	}
 	m.deliveries.WithLabelValues(eventType, outcome).Inc()
-	if res.applied {
-		m.lagSecs.Observe(res.lagSecs)
-	}
+	m.lagSecs.Observe(lagSecs)
 }
 
 func (m *Metrics) outcome(eventType, outcome string) {

@@ -186,15 +186,14 @@ func TestOrdering(t *testing.T) {
 		// Another key is not held up.
 		b.waitDelivered(t, 1)
 		b.assertDeliveredOnce(t, other)
-		// The held-back row has looked at least twice and was not sent.
-		waitFor(t, 20*time.Second, "the held-back row to recheck", func() bool {
-			var snoozes int
-			_ = b.pool.QueryRow(ctx, `SELECT coalesce((j.metadata ->> 'snoozes')::int, 0) FROM river_job j
-				JOIN outbox o ON o.job_id = j.id WHERE o.id = $1`, second).Scan(&snoozes)
-			return snoozes >= 2
-		})
-		if r := b.row(t, second); r.DeliveredAt != nil || len(b.createsFor(r.key())) != 0 {
-			t.Fatalf("row sent while an earlier row of its key was failed: %+v", r)
+		// The failure was recorded in the transaction that would have
+		// claimed the next row of the key: it was not.
+		var claimed bool
+		if err := b.pool.QueryRow(ctx, `SELECT enqueued_at IS NOT NULL OR job_id IS NOT NULL FROM outbox WHERE id = $1`, second).Scan(&claimed); err != nil {
+			t.Fatal(err)
+		}
+		if r := b.row(t, second); claimed || r.DeliveredAt != nil || len(b.createsFor(r.key())) != 0 {
+			t.Fatalf("row claimed or sent while an earlier row of its key was failed: claimed=%v %+v", claimed, r)
 		}
 
 		if _, err := b.pool.Exec(ctx, `SELECT outbox_replay($1)`, first); err != nil {
@@ -224,59 +223,164 @@ func TestOrdering(t *testing.T) {
 	})
 }
 
-// TestOrderSeqFollowsCommitOrder checks the numbering the relay relies on:
-// a second transaction writing the same asset waits for the first, so its
-// number is higher exactly when it commits later.
-func TestOrderSeqFollowsCommitOrder(t *testing.T) {
+// TestProducersNeverWait checks that producers take no lock on a key: a
+// transaction holding a row of an asset open does not hold up another
+// writer of that asset, producers writing several assets in opposite
+// orders never deadlock, and the relay still delivers each asset's rows in
+// commit order (commit_seq).
+func TestProducersNeverWait(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{})
 	ctx := context.Background()
 
-	first, err := b.pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Rollback(ctx) //nolint:errcheck
-	firstID, err := outbox.Emit(ctx, first, outbox.AssetPendingPayment("acme", "asset_1"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Run("AnOpenTransactionHoldsNoOneUp", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, setupOpts{})
+		b.start(t)
+		first, err := b.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer first.Rollback(ctx) //nolint:errcheck
+		firstID, err := outbox.Emit(ctx, first, outbox.AssetPendingPayment("acme", "asset_1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var firstPID int
+		if err := first.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&firstPID); err != nil {
+			t.Fatal(err)
+		}
 
-	secondID := make(chan int64, 1)
-	go func() {
-		tx, err := b.pool.Begin(ctx)
+		// A second writer of the same asset commits while the first is
+		// open, with a lock timeout that would fail it if it waited.
+		second, err := b.pool.Begin(ctx)
 		if err != nil {
-			t.Error(err)
-			secondID <- 0
-			return
+			t.Fatal(err)
 		}
-		id, err := outbox.Emit(ctx, tx, outbox.AssetReady("acme", "asset_1", outbox.PreviousStatePendingPayment))
-		if err == nil {
-			err = tx.Commit(ctx)
+		defer second.Rollback(ctx) //nolint:errcheck
+		if _, err := second.Exec(ctx, `SET LOCAL lock_timeout = '2s'`); err != nil {
+			t.Fatal(err)
 		}
+		secondID, err := outbox.Emit(ctx, second, outbox.AssetReady("acme", "asset_1", outbox.PreviousStatePendingPayment))
 		if err != nil {
-			t.Error(err)
+			t.Fatalf("second writer of an asset while the first is open: %v", err)
 		}
-		secondID <- id
-	}()
-	// The second writer is blocked on the asset's key.
-	waitFor(t, 10*time.Second, "the second writer to wait for the first", func() bool {
-		var waiting int
-		_ = b.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO outbox%'`).Scan(&waiting)
-		return waiting > 0
+		if err := second.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// The first writer holds no lock another producer could wait on:
+		// its own transaction id, and shared table locks (RowShareLock on
+		// the event catalog is the foreign key's KEY SHARE, which other
+		// producers share).
+		var locks int
+		if err := b.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks
+			WHERE pid = $1 AND NOT (locktype = 'virtualxid' OR locktype = 'transactionid'
+			                        OR (locktype = 'relation' AND mode IN ('RowExclusiveLock', 'AccessShareLock', 'RowShareLock')))`, firstPID).Scan(&locks); err != nil {
+			t.Fatal(err)
+		}
+		if locks != 0 {
+			var what string
+			_ = b.pool.QueryRow(ctx, `SELECT string_agg(locktype || ' ' || mode || ' ' || coalesce(relation::regclass::text, ''), ', ') FROM pg_locks WHERE pid = $1`, firstPID).Scan(&what)
+			t.Errorf("the open producer holds %d locks beyond its own transaction and table locks: %s", locks, what)
+		}
+		// Committed second, so it goes first.
+		b.waitDelivered(t, 1)
+		b.assertDeliveredOnce(t, secondID)
+		if err := first.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		b.waitDelivered(t, 2)
+		b.assertDeliveredOnce(t, firstID)
+		if got := acceptedOrder(t, b.fake)["asset_1"]; len(got) != 2 || got[0] != "asset.ready" {
+			t.Errorf("svix accepted %v, want commit order: ready (committed first), then pending_payment", got)
+		}
 	})
-	// Another asset is not held up.
-	b.emit(t, outbox.AssetFailed("acme", "asset_2"))
 
-	if err := first.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	id2 := <-secondID
-	var seq1, seq2 int64
-	_ = b.pool.QueryRow(ctx, `SELECT order_seq FROM outbox WHERE id = $1`, firstID).Scan(&seq1)
-	_ = b.pool.QueryRow(ctx, `SELECT order_seq FROM outbox WHERE id = $1`, id2).Scan(&seq2)
-	if !(seq1 < seq2) {
-		t.Errorf("order_seq %d (committed first), %d (committed second): want increasing", seq1, seq2)
-	}
+	t.Run("OppositeOrdersNeverDeadlock", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, setupOpts{})
+		b.start(t)
+		const producers, rounds, assets = 6, 15, 4
+		var wg sync.WaitGroup
+		errs := make(chan error, producers*rounds)
+		for p := range producers {
+			wg.Go(func() {
+				for round := range rounds {
+					// Half the producers write assets 0..3, half 3..0, each
+					// in one transaction that stays open across the rows.
+					order := []int{0, 1, 2, 3}
+					if p%2 == 1 {
+						order = []int{3, 2, 1, 0}
+					}
+					tx, err := b.pool.Begin(ctx)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '5s'`); err != nil {
+						errs <- err
+						_ = tx.Rollback(ctx)
+						return
+					}
+					if p%3 == 0 { // EmitBatch
+						var evs []outbox.Event
+						for _, a := range order {
+							evs = append(evs, outbox.RenderCompleted("acme", fmt.Sprintf("render_%d_%d_%d", p, round, a), fmt.Sprintf("asset_%d", a)))
+						}
+						if _, err := outbox.EmitBatch(ctx, tx, evs); err != nil {
+							errs <- err
+						}
+					} else { // plain SQL, one row per statement
+						for _, a := range order {
+							if _, err := tx.Exec(ctx, `INSERT INTO outbox (app_id, event_type, data) VALUES ('acme', 'render.completed',
+								jsonb_build_object('entity_id', $1::text, 'asset_id', $2::text))`,
+								fmt.Sprintf("render_%d_%d_%d", p, round, a), fmt.Sprintf("asset_%d", a)); err != nil {
+								errs <- err
+								break
+							}
+						}
+					}
+					if err := tx.Commit(ctx); err != nil {
+						errs <- err
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("producer: %v", err)
+		}
+		b.waitDelivered(t, producers*rounds*assets)
+		// Each asset's rows reached Svix in commit_seq order.
+		rows, err := b.pool.Query(ctx, `SELECT data ->> 'asset_id', data ->> 'entity_id' FROM outbox ORDER BY commit_seq`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string][]string{}
+		for rows.Next() {
+			var asset, entity string
+			if err := rows.Scan(&asset, &entity); err != nil {
+				t.Fatal(err)
+			}
+			want[asset] = append(want[asset], entity)
+		}
+		got := map[string][]string{}
+		for _, m := range b.fake.AllMessages() {
+			var p struct {
+				Data struct {
+					AssetID  string `json:"asset_id"`
+					EntityID string `json:"entity_id"`
+				} `json:"data"`
+			}
+			if err := jsonUnmarshal(m.Payload, &p); err != nil {
+				t.Fatal(err)
+			}
+			got[p.Data.AssetID] = append(got[p.Data.AssetID], p.Data.EntityID)
+		}
+		for asset, w := range want {
+			if strings.Join(got[asset], ",") != strings.Join(w, ",") {
+				t.Errorf("%s: svix accepted\n%v\nwant commit_seq order\n%v", asset, got[asset], w)
+			}
+		}
+	})
 }

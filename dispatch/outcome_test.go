@@ -239,6 +239,91 @@ func TestOutcomes(t *testing.T) {
 	})
 }
 
+// TestIdempotencyWindow checks the re-send of a row whose first attempt is
+// older than Svix's idempotency window: Svix no longer replays the key's
+// answer and (hosted) no longer refuses the eventId, so the relay looks the
+// message up by its eventId first and marks the row delivered if Svix has
+// it, instead of creating a second message.
+func TestIdempotencyWindow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t, setupOpts{
+		fake:   svixfake.Config{EventIDTTL: time.Millisecond},
+		config: func(c *dispatch.Config) { c.IdempotencyWindow = time.Hour },
+	})
+	seen := b.emit(t, outbox.AssetReady("acme", "asset_1", outbox.PreviousStateProcessing))
+	recent := b.emit(t, outbox.AssetReady("acme", "asset_2", outbox.PreviousStateProcessing))
+	never := b.emit(t, outbox.AssetFailed("acme", "asset_3"))
+
+	// Svix accepted the first two rows long ago, but their answers were
+	// lost: each row counts one failed attempt.
+	client, err := svix.New(svixfake.DefaultToken, &svix.SvixOptions{ServerUrl: mustURL(t, b.fake.URL()), RetrySchedule: &[]time.Duration{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prior := map[int64]string{}
+	for _, id := range []int64{seen, recent} {
+		r := b.row(t, id)
+		key, app := r.key(), "acme"
+		m, err := client.Message.Create(ctx, app, models.MessageIn{
+			EventType: r.EventType, EventId: &key, Payload: map[string]any{"type": r.EventType, "data": map[string]any{}},
+			Application: &models.ApplicationIn{Name: app, Uid: &app},
+		}, &svix.MessageCreateOptions{IdempotencyKey: &key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		prior[id] = m.Id
+	}
+	if _, err := b.pool.Exec(ctx, `UPDATE outbox SET attempts = 1, last_error = 'svix request failed: connection reset',
+		first_attempt_at = CASE WHEN id = $1 THEN now() - interval '13 hours' ELSE now() - interval '1 minute' END
+		WHERE id IN ($1, $2)`, seen, recent); err != nil {
+		t.Fatal(err)
+	}
+	b.start(t)
+	b.waitDelivered(t, 3)
+	if got := b.row(t, seen); got.SvixMsgID == nil || *got.SvixMsgID != prior[seen] {
+		t.Errorf("row first sent 13 h ago: svix_message_id = %v, want the message Svix had, %s", ptrString(got.SvixMsgID), prior[seen])
+	}
+	if n := len(b.createsFor(b.row(t, seen).key())); n != 1 {
+		t.Errorf("row first sent 13 h ago: %d creates, want only the first (looked up, not re-sent)", n)
+	}
+	// Inside the window the key still protects the re-send: it is sent
+	// again and Svix replays its first answer.
+	if got := b.row(t, recent); got.SvixMsgID == nil || *got.SvixMsgID != prior[recent] {
+		t.Errorf("row first sent a minute ago: svix_message_id = %v, want %s (replayed by its key)", ptrString(got.SvixMsgID), prior[recent])
+	}
+	b.assertDeliveredOnce(t, never)
+	if n := b.fake.MessageCount(); n != 3 {
+		t.Errorf("svix holds %d messages, want 3: one per row", n)
+	}
+}
+
+// TestMaxAgeCountsFromReplay checks that a replayed row's max age starts
+// at the replay: an old row replayed after failing, which then meets one
+// 503, is retried and delivered, not failed at once.
+func TestMaxAgeCountsFromReplay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t, setupOpts{config: func(c *dispatch.Config) { c.MaxAge = time.Hour }})
+	id := b.emit(t, outbox.CutCompleted("acme", "cut_1", "asset_1"))
+	if _, err := b.pool.Exec(ctx, `UPDATE outbox SET created_at = now() - interval '5 hours', failed_at = now() - interval '3 hours',
+		attempts = 4, last_error = 'gave up' WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.pool.Exec(ctx, `SELECT outbox_replay($1)`, id); err != nil {
+		t.Fatal(err)
+	}
+	b.fake.SetInterceptor(failFirst(1, "acme", svixfake.Reply{Status: http.StatusServiceUnavailable}))
+	b.start(t)
+	b.waitDelivered(t, 1)
+	b.assertDeliveredOnce(t, id)
+	if r := b.row(t, id); r.Attempts != 1 || r.FailedAt != nil {
+		t.Errorf("attempts = %d, failed_at = %v: want one failed attempt, then delivered", r.Attempts, r.FailedAt)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
 func TestReplay(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -311,4 +396,24 @@ func ptrString(s *string) string {
 		return "<nil>"
 	}
 	return *s
+}
+
+// TestStaleClaimIsHandedBack checks the sweep: a row handed to a job that
+// no longer exists (deleted by hand, say) is handed back and delivered,
+// under its own key.
+func TestStaleClaimIsHandedBack(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setup(t, setupOpts{config: func(c *dispatch.Config) { c.StaleAfter = 2 * time.Second }})
+	id := b.emit(t, outbox.CutCompleted("acme", "cut_1", "asset_1"))
+	if _, err := b.pool.Exec(ctx, `SELECT outbox_sequence()`); err != nil {
+		t.Fatal(err)
+	}
+	// Claimed an hour ago by a job that is gone.
+	if _, err := b.pool.Exec(ctx, `UPDATE outbox SET enqueued_at = now() - interval '1 hour', job_id = 424242 WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	b.start(t)
+	b.waitDelivered(t, 1)
+	b.assertDeliveredOnce(t, id)
 }

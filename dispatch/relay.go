@@ -17,24 +17,32 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/exp/zapslog"
 	"golang.org/x/time/rate"
+
+	"github.com/mediaplatform/relay/internal/sequencer"
 )
 
 // Config configures a Relay. Zero values take the documented defaults.
 type Config struct {
-	// Concurrency is the number of Svix sends in flight (River workers).
-	// A send holds its slot for Svix's answer and a few milliseconds of
-	// bookkeeping, so the most a relay sends is about Concurrency / (Svix
-	// latency + ~10 ms): 200 covers 2,000 msg/s at 50 ms. Default 200.
+	// Concurrency is the number of Svix sends in flight, across the batch
+	// jobs River runs at once (as many). A send holds its slot for Svix's
+	// answer only, so the most a relay sends is about Concurrency / Svix
+	// latency: 200 covers 4,000 msg/s at 50 ms. Default 200.
 	Concurrency int
+	// BatchSize is the most rows one River job carries (their ids only).
+	// Its rows are sent concurrently and their outcomes recorded in one
+	// transaction. Default 100.
+	BatchSize int
 	// RateLimit caps sends to Svix, in messages per second, so a backlog
 	// drains at the cap instead of in 429 storms. 0 means no cap. Default 0.
 	RateLimit float64
-	// JobTimeout bounds one delivery attempt: the rate-limit wait, the Svix
-	// call and recording its outcome. Default 30s.
+	// JobTimeout bounds one attempt of a batch job: the rate-limit waits,
+	// the Svix calls and recording the outcomes (which gets the last third,
+	// at most 10 s). Default 30s.
 	JobTimeout time.Duration
 	// RescueAfter is how long a job may stay running before River's leader
 	// takes it back (after a relay was killed mid-send). It must exceed
-	// JobTimeout. Default JobTimeout + 15s, which with River's 30 s rescue
+	// JobTimeout by at least a second, so a job is never run again while
+	// its first run still records. Default JobTimeout + 15s, which with River's 30 s rescue
 	// interval brings a killed relay's rows back within about 90 s.
 	RescueAfter time.Duration
 	// ShutdownTimeout bounds a graceful stop: claiming stops at once, sends
@@ -42,9 +50,14 @@ type Config struct {
 	// for the next relay, not counted as attempts). Default 25s.
 	ShutdownTimeout time.Duration
 	// MaxAge is how long a row is retried after transient failures (5xx,
-	// timeouts, network errors) before it is marked failed. A rejected token
+	// timeouts, network errors) before it is marked failed, counted from the
+	// later of its insertion and its last outbox_replay. A rejected token
 	// never fails rows. Default 72h.
 	MaxAge time.Duration
+	// IdempotencyWindow is how long Svix replays an idempotency key's
+	// answer. A row first sent longer ago is looked up by its eventId before
+	// it is sent again, and marked delivered if Svix has it. Default 12h.
+	IdempotencyWindow time.Duration
 	// BackoffMin and BackoffMax bound the delay between attempts of one row:
 	// a capped exponential with jitter. BackoffMax also bounds how long rows
 	// wait after a Svix outage ends. Defaults 1s and 60s.
@@ -56,8 +69,17 @@ type Config struct {
 	// PollOnly disables LISTEN/NOTIFY, for PgBouncer in transaction pooling
 	// mode. Default false.
 	PollOnly bool
-	// ClaimBatch is the most rows claimed per transaction. Default 500.
+	// ClaimBatch is the most rows the feeder looks at per transaction.
+	// Default 500.
 	ClaimBatch int
+	// RescanInterval is how often every waiting row is looked at again,
+	// besides after a start, a replay or a sweep: the fallback for a row
+	// handed back some other way. Default 30s.
+	RescanInterval time.Duration
+	// SequencerInterval is how often the relay numbers committed rows
+	// (commit_seq) without a notification. Default 200ms, or PollInterval
+	// when that is shorter.
+	SequencerInterval time.Duration
 	// StaleAfter is how long a row may stay handed to the job queue without
 	// a live job (its job was deleted by hand, say) before it is handed over
 	// again. Default 5m.
@@ -93,6 +115,9 @@ type Config struct {
 // WithDefaults returns c with zero values replaced by defaults.
 func (c Config) WithDefaults() Config {
 	c.Concurrency = cmp.Or(c.Concurrency, 200)
+	c.BatchSize = cmp.Or(c.BatchSize, 100)
+	c.IdempotencyWindow = cmp.Or(c.IdempotencyWindow, 12*time.Hour)
+	c.RescanInterval = cmp.Or(c.RescanInterval, 30*time.Second)
 	c.JobTimeout = cmp.Or(c.JobTimeout, 30*time.Second)
 	c.RescueAfter = cmp.Or(c.RescueAfter, c.JobTimeout+15*time.Second)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 25*time.Second)
@@ -104,6 +129,7 @@ func (c Config) WithDefaults() Config {
 	}
 	c.PollInterval = cmp.Or(c.PollInterval, time.Second)
 	c.ClaimBatch = cmp.Or(c.ClaimBatch, 500)
+	c.SequencerInterval = cmp.Or(c.SequencerInterval, min(200*time.Millisecond, c.PollInterval))
 	c.StaleAfter = cmp.Or(c.StaleAfter, 5*time.Minute)
 	c.SampleInterval = cmp.Or(c.SampleInterval, 10*time.Second)
 	c.Queue = cmp.Or(c.Queue, "outbox")
@@ -127,8 +153,12 @@ func (c Config) validate() error {
 		return fmt.Errorf("concurrency must be 1 to 10000, got %d", c.Concurrency)
 	case c.RateLimit < 0:
 		return fmt.Errorf("rate limit must not be negative, got %g", c.RateLimit)
-	case c.RescueAfter <= c.JobTimeout:
-		return fmt.Errorf("rescue-after (%s) must exceed the job timeout (%s)", c.RescueAfter, c.JobTimeout)
+	case c.BatchSize < 1 || c.BatchSize > 1000:
+		return fmt.Errorf("batch size must be 1 to 1000, got %d", c.BatchSize)
+	case c.JobTimeout < 3*time.Second:
+		return fmt.Errorf("job timeout must be at least 3s, got %s", c.JobTimeout)
+	case c.RescueAfter < c.JobTimeout+time.Second:
+		return fmt.Errorf("rescue-after (%s) must exceed the job timeout (%s) by at least 1s", c.RescueAfter, c.JobTimeout)
 	case c.BackoffMin > c.BackoffMax:
 		return fmt.Errorf("backoff min (%s) must not exceed backoff max (%s)", c.BackoffMin, c.BackoffMax)
 	case c.Ordering != OrderByAsset && c.Ordering != OrderByEntity && c.Ordering != OrderOff:
@@ -146,16 +176,16 @@ func (c Config) validate() error {
 // Relay drains the outbox into a Sender. Build it with New, run it with
 // Run; several relays may run against one database.
 type Relay struct {
-	cfg      Config
-	pool     *pgxpool.Pool
-	sender   Sender
-	client   *river.Client[pgx.Tx]
-	recorder *recorder
-	feeder   *feeder
-	limiter  *rate.Limiter
-	ordering *orderer // nil when ordering is off
-	log      *zap.Logger
-	metrics  *Metrics
+	cfg       Config
+	pool      *pgxpool.Pool
+	sender    Sender
+	client    *river.Client[pgx.Tx]
+	seq       *sequencer.Sequencer
+	feeder    *feeder
+	limiter   *rate.Limiter
+	sendSlots chan struct{} // one per send in flight
+	log       *zap.Logger
+	metrics   *Metrics
 
 	stopping       atomic.Bool
 	running        atomic.Bool
@@ -170,25 +200,33 @@ func New(pool *pgxpool.Pool, sender Sender, cfg Config) (*Relay, error) {
 		return nil, fmt.Errorf("relay config: %w", err)
 	}
 	r := &Relay{
-		cfg:      cfg,
-		pool:     pool,
-		sender:   sender,
-		recorder: newRecorder(pool, 1000, nil),
-		log:      cfg.Logger.Named("dispatch"),
-		metrics:  cfg.Metrics,
+		cfg:       cfg,
+		pool:      pool,
+		sender:    sender,
+		sendSlots: make(chan struct{}, cfg.Concurrency),
+		log:       cfg.Logger.Named("dispatch"),
+		metrics:   cfg.Metrics,
 	}
-	if cfg.Ordering != OrderOff {
-		r.ordering = &orderer{pool: pool, byEntity: cfg.Ordering == OrderByEntity, blockOnFailure: cfg.BlockOnFailure,
-			recheck: max(cfg.BackoffMax/4, 250*time.Millisecond)}
-		r.recorder.order = r.ordering
+	r.feeder = newFeeder(r)
+	seq, err := sequencer.New(pool, sequencer.Config{
+		PollInterval: cfg.SequencerInterval,
+		OnSequenced:  func(int) { r.feeder.poke() },
+		Logger:       cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relay config: %w", err)
 	}
+	r.seq = seq
 	if cfg.RateLimit > 0 {
 		r.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), 1)
 	}
 
 	workers := river.NewWorkers()
-	if err := river.AddWorkerSafely(workers, &deliverWorker{relay: r}); err != nil {
+	if err := river.AddWorkerSafely(workers, &batchWorker{relay: r}); err != nil {
 		return nil, fmt.Errorf("register delivery worker: %w", err)
+	}
+	if err := river.AddWorkerSafely(workers, &legacyWorker{relay: r}); err != nil {
+		return nil, fmt.Errorf("register worker for jobs from before batches: %w", err)
 	}
 	if err := river.AddWorkerSafely(workers, &pruneWorker{relay: r}); err != nil {
 		return nil, fmt.Errorf("register prune worker: %w", err)
@@ -202,13 +240,13 @@ func New(pool *pgxpool.Pool, sender Sender, cfg Config) (*Relay, error) {
 		// cooldown: a claim committed inside that window notifies nobody
 		// and its jobs wait for the next claim or the poll, so it is 1 ms.
 		FetchCooldown: time.Millisecond,
-		// Jobs made available without an insert notification (a snoozed
-		// row woken by its predecessor, a retry) wait for this poll.
+		// Jobs made available without an insert notification (a retry
+		// job whose time came) wait for this poll.
 		FetchPollInterval:           min(cfg.PollInterval, 100*time.Millisecond),
 		PollOnly:                    cfg.PollOnly,
 		JobTimeout:                  cfg.JobTimeout,
 		RescueStuckJobsAfter:        cfg.RescueAfter,
-		MaxAttempts:                 1000, // retries are snoozes; attempts here only count crashes and database errors
+		MaxAttempts:                 1000, // rows retry in jobs of their own; attempts here only count crashes and database errors
 		CompletedJobRetentionPeriod: cfg.JobRetention,
 		CancelledJobRetentionPeriod: cfg.riverRetention(),
 		DiscardedJobRetentionPeriod: cfg.riverRetention(),
@@ -218,7 +256,6 @@ func New(pool *pgxpool.Pool, sender Sender, cfg Config) (*Relay, error) {
 		return nil, fmt.Errorf("create river client: %w", err)
 	}
 	r.client = client
-	r.feeder = &feeder{relay: r}
 	return r, nil
 }
 
@@ -229,14 +266,6 @@ func (r *Relay) River() *river.Client[pgx.Tx] { return r.client }
 // rows, lets sends in flight finish within ShutdownTimeout, cuts off the
 // rest (their rows stay pending for the next relay) and returns nil.
 func (r *Relay) Run(ctx context.Context) error {
-	recCtx, stopRecorder := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	wg.Go(func() { r.recorder.run(recCtx) })
-	defer func() {
-		stopRecorder()
-		wg.Wait()
-	}()
-
 	// River's context outlives ctx: stopping it is done explicitly below.
 	if err := r.client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("start river client: %w", err)
@@ -248,6 +277,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	feedCtx, stopFeeding := context.WithCancel(ctx)
 	var loops sync.WaitGroup
 	loops.Go(func() { r.feeder.run(feedCtx) })
+	loops.Go(func() { r.seq.Run(feedCtx) })
+	if !r.cfg.PollOnly {
+		loops.Go(func() { r.listen(feedCtx) })
+	}
 	loops.Go(func() { r.sampleLoop(feedCtx) })
 	loops.Go(func() { r.authLoop(feedCtx) })
 

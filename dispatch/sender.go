@@ -19,6 +19,9 @@ type Message struct {
 // are classified with the types below; any other error is transient.
 type Sender interface {
 	Send(ctx context.Context, msg Message) (Sent, error)
+	// Lookup finds the message Svix holds for msg's eventId (msg.Key);
+	// a zero Sent and no error when Svix has none.
+	Lookup(ctx context.Context, msg Message) (Sent, error)
 	// CheckAuth makes a cheap authenticated call; an *AuthError means the
 	// token is rejected.
 	CheckAuth(ctx context.Context) error

@@ -108,6 +108,20 @@ func (s *SvixSender) Send(ctx context.Context, msg Message) (Sent, error) {
 	return Sent{MessageID: got.Id, Duplicate: true}, nil
 }
 
+// Lookup gets the message by its eventId (the row's key).
+func (s *SvixSender) Lookup(ctx context.Context, msg Message) (Sent, error) {
+	box := new(retryAfterBox)
+	got, err := s.client.Message.Get(withRetryAfterBox(ctx, box), msg.AppID, msg.Key, nil)
+	if err != nil {
+		var se *svix.Error
+		if errors.As(err, &se) && se.Status() == http.StatusNotFound {
+			return Sent{}, nil
+		}
+		return Sent{}, fmt.Errorf("look up message by eventId: %w", classify(ctx, err, box))
+	}
+	return Sent{MessageID: got.Id, Duplicate: true}, nil
+}
+
 // CheckAuth lists at most one application.
 func (s *SvixSender) CheckAuth(ctx context.Context) error {
 	limit := uint64(1)

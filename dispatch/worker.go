@@ -2,72 +2,365 @@ package dispatch
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"go.uber.org/zap"
+
+	"github.com/mediaplatform/relay/internal/msgkey"
 )
 
-// deliverWorker sends one outbox row to Svix and records the outcome.
-type deliverWorker struct {
-	river.WorkerDefaults[DeliverArgs]
+// readSQL reads the rows a batch job still owns: its own job_id, neither
+// delivered nor failed. head says no earlier row of the key is undelivered
+// (always true with ordering off); the claim checked it, and it is checked
+// again here because a replay may have put an earlier row back since.
+const readSQL = `
+SELECT o.id, o.created_at, o.resends, o.app_id, o.event_type, o.data::text, o.attempts,
+       greatest(o.created_at, o.replayed_at), o.first_attempt_at,
+       o.data ->> 'asset_id', o.data ->> 'entity_id',
+       NOT $3::boolean OR NOT EXISTS (
+           SELECT 1 FROM outbox e
+            WHERE e.app_id = o.app_id AND (e.data ->> 'asset_id') = (o.data ->> 'asset_id')
+              AND e.commit_seq < o.commit_seq
+              AND e.delivered_at IS NULL
+              AND ($4::boolean OR num_nulls(e.failed_at) = 1)
+              AND (NOT $5::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id'))
+  FROM outbox o
+ WHERE o.id = ANY ($1::bigint[]) AND o.job_id = $2
+   AND num_nulls(o.delivered_at, o.failed_at) = 2
+ ORDER BY o.commit_seq`
+
+// demoteSQL hands rows that are no longer heads back to waiting (under
+// the exclusive claim lock): the row before them claims them when it ends.
+// It returns the rows that are heads after all (their predecessor ended
+// meanwhile), which the job sends.
+const demoteSQL = `
+WITH c AS (
+    SELECT o.id,
+           EXISTS (SELECT 1 FROM outbox e
+                    WHERE e.app_id = o.app_id AND (e.data ->> 'asset_id') = (o.data ->> 'asset_id')
+                      AND e.commit_seq < o.commit_seq
+                      AND e.delivered_at IS NULL
+                      AND ($3::boolean OR num_nulls(e.failed_at) = 1)
+                      AND (NOT $4::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id')) AS behind
+      FROM outbox o
+     WHERE o.id = ANY ($1::bigint[]) AND o.job_id = $2 AND num_nulls(o.delivered_at, o.failed_at) = 2
+), d AS (
+    UPDATE outbox o SET enqueued_at = NULL, job_id = NULL
+      FROM c WHERE o.id = c.id AND c.behind
+)
+SELECT id FROM c WHERE NOT behind`
+
+// recordSQL writes a batch's outcomes in one statement. Only rows the job
+// still owns are written (job_id, and neither delivered nor failed): a
+// rescued rerun of the job racing this one, a replay or a resend meanwhile
+// make it a no-op for that row, and the caller counts only what it returns.
+// Rows that stay in flight move to their retry job (u.next_job). Every
+// indexed column is unchanged for them, so their update can stay on its
+// page (HOT).
+const recordSQL = `
+UPDATE outbox AS o
+   SET delivered_at     = CASE WHEN u.kind = 'delivered' THEN clock_timestamp() END,
+       svix_message_id  = CASE WHEN u.kind = 'delivered' THEN nullif(u.msg_id, '') END,
+       failed_at        = CASE WHEN u.kind = 'failed' THEN clock_timestamp() END,
+       attempts         = o.attempts + CASE WHEN u.kind IN ('failed', 'retry') AND u.counted THEN 1 ELSE 0 END,
+       last_error       = coalesce(nullif(u.error, ''), o.last_error),
+       first_attempt_at = CASE WHEN u.sent THEN coalesce(o.first_attempt_at, u.sent_at) ELSE o.first_attempt_at END,
+       job_id           = CASE WHEN u.next_job = 0 THEN o.job_id ELSE u.next_job END
+  FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::boolean[], $6::boolean[], $7::timestamptz[], $8::bigint[])
+       AS u (id, kind, msg_id, error, counted, sent, sent_at, next_job)
+ WHERE o.id = ANY ($1::bigint[]) AND o.id = u.id AND o.job_id = $9
+   AND num_nulls(o.delivered_at, o.failed_at) = 2
+RETURNING o.id, o.attempts, extract(epoch FROM clock_timestamp() - o.created_at)::float8`
+
+// successorSQL finds the new head of each key whose row just ended, when
+// it is numbered and not claimed yet: it is claimed in the same
+// transaction, so the next row of a key is on its way the moment its
+// predecessor's outcome commits. One probe of outbox_key_idx per key.
+const successorSQL = `
+SELECT h.id
+  FROM (SELECT DISTINCT app_id, asset_id, entity_id
+          FROM unnest($1::text[], $2::text[], $3::text[]) AS k (app_id, asset_id, entity_id)) k
+ CROSS JOIN LATERAL (
+       SELECT e.id, e.enqueued_at, e.failed_at, e.commit_seq
+         FROM outbox e
+        WHERE e.app_id = k.app_id AND (e.data ->> 'asset_id') = k.asset_id
+          AND e.delivered_at IS NULL
+          AND ($4::boolean OR num_nulls(e.failed_at) = 1)
+          AND (k.entity_id = '' OR e.data ->> 'entity_id' = k.entity_id)
+        ORDER BY e.commit_seq
+        LIMIT 1) h
+ WHERE h.enqueued_at IS NULL AND h.failed_at IS NULL AND h.commit_seq IS NOT NULL`
+
+// claimIntoSQL hands the next rows of a running job's keys to that job.
+const claimIntoSQL = `
+UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = $2
+ WHERE o.id = ANY ($1::bigint[]) AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2
+RETURNING o.id`
+
+// handBackSQL returns a row of a job from before batches to be claimed
+// again.
+const handBackSQL = `
+UPDATE outbox SET enqueued_at = NULL, job_id = NULL
+ WHERE id = $1 AND job_id = $2 AND delivered_at IS NULL AND failed_at IS NULL`
+
+// batchRow is one outbox row of a batch job.
+type batchRow struct {
+	id           int64
+	created      time.Time
+	resends      int
+	appID        string
+	eventType    string
+	data         string
+	attempts     int
+	since        time.Time  // the later of insertion and the last replay: max age counts from here
+	firstAttempt *time.Time // first send under the current key
+	head         bool
+
+	assetID, entityID string
+	res               rowResult
+}
+
+func (b *batchRow) key() string { return msgkey.Format(b.id, b.created, b.resends) }
+
+// rowKind is what an attempt did to its row.
+type rowKind string
+
+const (
+	rowDelivered rowKind = "delivered"
+	rowFailed    rowKind = "failed" // given up until outbox_replay
+	rowRetry     rowKind = "retry"  // stays in flight; tried again by a retry job
+)
+
+type rowResult struct {
+	kind      rowKind
+	msgID     string
+	duplicate bool
+	errText   string
+	counted   bool          // the attempt counts in attempts
+	sent      bool          // a request reached Svix (or may have)
+	sentAt    time.Time     // when it was made
+	delay     time.Duration // rowRetry: wait before the retry job runs
+	err       error
+	status    int
+}
+
+// batchWorker sends a batch of outbox rows to Svix and records their
+// outcomes in one transaction.
+type batchWorker struct {
+	river.WorkerDefaults[BatchArgs]
 	relay *Relay
 }
 
-// Timeout bounds one attempt: the rate-limit wait, the Svix call and the
-// bookkeeping.
-func (w *deliverWorker) Timeout(*river.Job[DeliverArgs]) time.Duration {
+// Timeout bounds one attempt of the batch: the rate-limit waits, the Svix
+// calls and the bookkeeping.
+func (w *batchWorker) Timeout(*river.Job[BatchArgs]) time.Duration {
 	return w.relay.cfg.JobTimeout
 }
 
-// NextRetry applies to errors River sees (the outbox could not be written)
-// and to jobs rescued after a crash: soon, capped.
-func (w *deliverWorker) NextRetry(job *river.Job[DeliverArgs]) time.Time {
+// NextRetry applies when the outcomes could not be recorded (the job runs
+// again and sends its rows under the same keys) and to jobs rescued after
+// a crash: soon, capped.
+func (w *batchWorker) NextRetry(job *river.Job[BatchArgs]) time.Time {
 	return time.Now().Add(backoff(job.Attempt, w.relay.cfg.BackoffMin, w.relay.cfg.BackoffMax))
 }
 
-func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) error {
+func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error {
 	r := w.relay
-	a := job.Args
-	log := r.log.With(
-		zap.Int64("outbox_id", a.OutboxID),
-		zap.String("app_id", a.AppID),
-		zap.String("event_type", a.EventType),
-	)
+	// Bookkeeping is not cut off by shutdown (the calls it records were
+	// made) but is bounded by the job's own deadline, so River's rescuer,
+	// which waits RescueAfter > JobTimeout, never runs the job while this
+	// run still records.
+	book := context.WithoutCancel(ctx)
+	if deadline, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		book, cancel = context.WithDeadline(book, deadline)
+		defer cancel()
+	}
+	// Sends stop early enough to leave the bookkeeping its share.
+	sendCtx, cancelSend := context.WithTimeout(ctx, r.cfg.JobTimeout-r.bookkeepingReserve())
+	defer cancelSend()
 
+	ids := job.Args.IDs
+	if job.Attempt > 1 {
+		// A run after a crash or a failed recording: the job may also own
+		// rows it claimed while it ran (the next rows of its keys), which
+		// its args do not list.
+		owned, err := r.ownedRows(ctx, job.ID)
+		if err != nil {
+			return err
+		}
+		ids = owned
+	}
+	start := time.Now()
+	for {
+		rows, err := r.readBatch(ctx, job, ids)
+		if err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+
+		var wg sync.WaitGroup
+		for _, row := range rows {
+			wg.Go(func() { row.res = r.attempt(sendCtx, job, row) })
+		}
+		wg.Wait()
+
+		// While the job is young, it goes on with the next rows of its
+		// keys itself: no job to insert, fetch or complete per row of a
+		// key. Past a third of its timeout it hands them to a new job.
+		keep := time.Since(start) < r.cfg.JobTimeout/3 && !r.stopping.Load() && sendCtx.Err() == nil
+		next, err := r.record(book, job, rows, keep)
+		if err != nil || len(next) == 0 {
+			return err
+		}
+		ids = next
+	}
+}
+
+// ownedRowsSQL finds every row a job owns, through the undelivered rows
+// (only after a crash or a failed recording).
+const ownedRowsSQL = `
+SELECT id FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL AND job_id = $1`
+
+func (r *Relay) ownedRows(ctx context.Context, jobID int64) ([]int64, error) {
+	res, err := r.pool.Query(ctx, ownedRowsSQL, jobID)
+	if err != nil {
+		return nil, fmt.Errorf("find the rows of batch job %d: %w", jobID, err)
+	}
+	ids, err := pgx.CollectRows(res, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("find the rows of batch job %d: %w", jobID, err)
+	}
+	return ids, nil
+}
+
+func (r *Relay) bookkeepingReserve() time.Duration {
+	return min(10*time.Second, r.cfg.JobTimeout/3)
+}
+
+// readBatch reads the rows job still owns and keeps the heads of their
+// keys; the others go back to waiting.
+func (r *Relay) readBatch(ctx context.Context, job *river.Job[BatchArgs], ids []int64) ([]*batchRow, error) {
+	ordered, byEntity := r.cfg.Ordering != OrderOff, r.cfg.Ordering == OrderByEntity
+	res, err := r.pool.Query(ctx, readSQL, ids, job.ID, ordered, r.cfg.BlockOnFailure, byEntity)
+	if err != nil {
+		return nil, fmt.Errorf("read rows of batch job %d: %w", job.ID, err)
+	}
+	var rows []*batchRow
+	var behind []int64
+	var b batchRow
+	_, err = pgx.ForEachRow(res, []any{&b.id, &b.created, &b.resends, &b.appID, &b.eventType, &b.data, &b.attempts,
+		&b.since, &b.firstAttempt, &b.assetID, &b.entityID, &b.head}, func() error {
+		row := b
+		if row.head {
+			rows = append(rows, &row)
+		} else {
+			behind = append(behind, row.id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read rows of batch job %d: %w", job.ID, err)
+	}
+	if len(behind) > 0 {
+		heads, err := r.demote(ctx, job.ID, behind)
+		if err != nil {
+			return nil, err
+		}
+		if len(heads) > 0 {
+			more, err := r.readBatch(ctx, job, heads)
+			if err != nil {
+				return nil, err
+			}
+			rows = append(rows, more...)
+		}
+	}
+	return rows, nil
+}
+
+// demote hands back rows behind an undelivered earlier row of their key
+// (one replayed after they were claimed) and returns those that are heads
+// after all.
+func (r *Relay) demote(ctx context.Context, jobID int64, ids []int64) ([]int64, error) {
+	tx, err := r.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("begin hand-back: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
+	if _, err := tx.Exec(ctx, claimLockSQL); err != nil {
+		return nil, fmt.Errorf("take the claim lock: %w", err)
+	}
+	res, err := tx.Query(ctx, demoteSQL, ids, jobID, r.cfg.BlockOnFailure, r.cfg.Ordering == OrderByEntity)
+	if err != nil {
+		return nil, fmt.Errorf("hand back rows behind an earlier row: %w", err)
+	}
+	heads, err := pgx.CollectRows(res, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("hand back rows behind an earlier row: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("commit hand-back: %w", err)
+	}
+	if len(heads) < len(ids) {
+		r.log.Info("rows wait for an earlier row of their key put back by a replay", zap.Int("rows", len(ids)-len(heads)))
+	}
+	return heads, nil
+}
+
+// attempt sends one row and classifies the answer.
+func (r *Relay) attempt(ctx context.Context, job *river.Job[BatchArgs], b *batchRow) rowResult {
 	if wait := r.pausedFor(); wait > 0 {
 		// Svix asked everyone to slow down; do not spend a request.
-		return river.JobSnooze(jitter(wait))
+		return rowResult{kind: rowRetry, delay: jitter(wait)}
 	}
-	// The claim found no earlier row of the key undelivered; that holds for
-	// the job's first run only: by a retry, an earlier row may have been
-	// replayed and must go first.
-	snoozed := snoozes(job)
-	if r.ordering != nil && !(a.HeadOfKey && snoozed == 0 && job.Attempt <= 1) {
-		if wait, err := r.ordering.wait(ctx, a, snoozed); err != nil {
-			return fmt.Errorf("check order of outbox row %d: %w", a.OutboxID, err)
-		} else if wait > 0 {
-			return river.JobSnooze(wait)
-		}
+	// A row that has not started when the relay begins to stop is left for
+	// the next relay at once: only sends already made may finish.
+	if r.stopping.Load() {
+		return rowResult{kind: rowRetry}
+	}
+	select {
+	case r.sendSlots <- struct{}{}:
+		defer func() { <-r.sendSlots }()
+	case <-ctx.Done():
+		return rowResult{kind: rowRetry}
+	}
+	if r.stopping.Load() {
+		return rowResult{kind: rowRetry}
 	}
 	if r.limiter != nil {
 		if err := r.waitForRate(ctx); err != nil {
 			// The wait would outlast the attempt, or the relay is stopping:
 			// not an attempt, try again soon.
-			return river.JobSnooze(jitter(time.Second))
+			return rowResult{kind: rowRetry, delay: jitter(time.Second)}
+		}
+	}
+	msg := Message{AppID: b.appID, EventType: b.eventType, Data: []byte(b.data), Key: b.key()}
+
+	// Svix replays an idempotency key's answer for 12 hours only: a row
+	// that may have reached Svix longer ago is looked up by its eventId
+	// before it is sent again.
+	if b.firstAttempt != nil && time.Since(*b.firstAttempt) > r.cfg.IdempotencyWindow {
+		found, err := r.sender.Lookup(ctx, msg)
+		switch {
+		case err == nil && found.MessageID != "":
+			return rowResult{kind: rowDelivered, msgID: found.MessageID, duplicate: true}
+		case err != nil:
+			r.log.Warn("could not look the message up before re-sending; sending under its key", zap.Int64("outbox_id", b.id), zap.Error(err))
 		}
 	}
 
 	start := time.Now()
-	sent, err := r.sender.Send(ctx, Message{AppID: a.AppID, EventType: a.EventType, Data: a.Data, Key: a.Key()})
+	sent, err := r.sender.Send(ctx, msg)
 	r.metrics.observeRequest(err, time.Since(start))
-
-	// The Svix call happened: its outcome is recorded even if the job's
-	// context is cancelled now.
-	book := context.WithoutCancel(ctx)
+	res := rowResult{sent: true, sentAt: start, err: err}
 	var (
 		rateLimited *RateLimitedError
 		authErr     *AuthError
@@ -76,128 +369,227 @@ func (w *deliverWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) e
 	switch {
 	case err == nil:
 		r.authAccepted()
-		res, rerr := r.recorder.record(book, outcome{id: a.OutboxID, resends: a.Resends, kind: outcomeDelivered, msgID: sent.MessageID,
-			next: r.wakes(&a, false)})
-		if rerr != nil {
-			// River retries the job; Svix answers the retry from its
-			// idempotency cache, so Svix still has one message.
-			return fmt.Errorf("record delivery of outbox row %d: %w", a.OutboxID, rerr)
-		}
-		r.metrics.delivered(a.EventType, sent.Duplicate, res)
-		r.wakeNext(book, a, res)
-		log.Info("delivered", zap.String("svix_msg_id", sent.MessageID), zap.Bool("duplicate", sent.Duplicate),
-			zap.Int("attempt", res.attempts+1))
-		return nil
-
+		res.kind, res.msgID, res.duplicate = rowDelivered, sent.MessageID, sent.Duplicate
+		return res
 	case ctx.Err() != nil && r.stopping.Load():
-		// Cut off by shutdown: not a failed attempt. The row's job is
-		// available again at once, for this relay's successor or a peer.
-		log.Info("send interrupted by shutdown; left for the next relay")
-		return river.JobSnooze(0)
-
+		// Cut off by shutdown: not a failed attempt. The row is left for
+		// this relay's successor or a peer, at once.
+		res.kind, res.delay = rowRetry, 0
+		return res
 	case errors.As(err, &rateLimited):
 		wait := rateLimited.RetryAfter
 		if wait <= 0 {
-			wait = backoff(snoozed+1, r.cfg.BackoffMin, r.cfg.BackoffMax)
+			wait = backoff(1, r.cfg.BackoffMin, r.cfg.BackoffMax)
 		}
 		r.pause(wait)
-		r.metrics.outcome(a.EventType, "rate_limited")
-		log.Warn("svix rate limited the send; waiting", zap.Duration("retry_after", wait))
-		return river.JobSnooze(wait)
-
+		res.kind, res.delay = rowRetry, wait
+		return res
 	case errors.As(err, &permanent):
 		r.authAccepted()
-		res, rerr := r.recorder.record(book, outcome{id: a.OutboxID, resends: a.Resends, kind: outcomeFailed, errText: err.Error(),
-			next: r.wakes(&a, true)})
-		if rerr != nil {
-			return fmt.Errorf("record failure of outbox row %d: %w", a.OutboxID, rerr)
-		}
-		if !res.applied {
-			log.Info("row already ended; dropping this attempt's job", zap.Error(err))
-			return nil
-		}
-		r.metrics.outcome(a.EventType, "failed")
-		r.failedInOrder(book, a, res)
-		log.Error("svix refused the message; row failed until replayed", zap.Error(err), zap.Int("status", permanent.Status))
-		return river.JobCancel(err)
+		res.kind, res.errText, res.counted, res.status = rowFailed, err.Error(), true, permanent.Status
+		return res
 	}
-
 	// A transient failure, or our token is rejected: count the attempt.
-	kind := outcomeRetry
-	errText := err.Error()
+	res.kind, res.errText, res.counted = rowRetry, err.Error(), true
 	if errors.As(err, &authErr) {
 		r.authRejected()
-		log.Error("svix rejected the relay's token: check SVIX_AUTH_TOKEN; rows are kept and retried", zap.Error(err))
-	} else if age := time.Since(time.UnixMicro(a.CreatedUS)); age > r.cfg.MaxAge {
-		kind = outcomeFailed
-		errText = fmt.Sprintf("gave up after %s (max age %s): %s", age.Round(time.Second), r.cfg.MaxAge, errText)
+	} else if age := time.Since(b.since); age > r.cfg.MaxAge {
+		res.kind = rowFailed
+		res.errText = fmt.Sprintf("gave up after %s (max age %s): %s", age.Round(time.Second), r.cfg.MaxAge, res.errText)
 	}
-	var next *DeliverArgs
-	if kind == outcomeFailed {
-		next = r.wakes(&a, true)
+	if res.kind == rowRetry {
+		res.delay = backoff(b.attempts+1, r.cfg.BackoffMin, r.cfg.BackoffMax)
 	}
-	res, rerr := r.recorder.record(book, outcome{id: a.OutboxID, resends: a.Resends, kind: kind, errText: errText, next: next})
-	if rerr != nil {
-		return fmt.Errorf("record failed attempt of outbox row %d: %w (send: %v)", a.OutboxID, rerr, err)
-	}
-	if !res.applied {
-		// The row ended meanwhile (another attempt delivered it, it was
-		// resent, or deleted): this job has nothing left to do.
-		log.Info("row already ended; dropping this attempt's job", zap.Error(err))
-		return nil
-	}
-	if kind == outcomeFailed {
-		r.metrics.outcome(a.EventType, "failed")
-		r.failedInOrder(book, a, res)
-		log.Error("row failed: transient errors past its max age", zap.Error(err), zap.Int("attempt", res.attempts))
-		return river.JobCancel(errors.New(errText))
-	}
-	r.metrics.outcome(a.EventType, "retry")
-	wait := backoff(res.attempts, r.cfg.BackoffMin, r.cfg.BackoffMax)
-	if authErr == nil {
-		log.Warn("send failed; will retry", zap.Error(err), zap.Int("attempt", res.attempts), zap.Duration("retry_in", wait))
-	}
-	return river.JobSnooze(wait)
+	return res
 }
 
-// snoozes reads how often River has snoozed the job.
-func snoozes(job *river.Job[DeliverArgs]) int {
-	var md struct {
-		Snoozes int `json:"snoozes"`
-	}
-	_ = json.Unmarshal(job.Metadata, &md)
-	return md.Snoozes
-}
-
-// wakes returns a when the end of its row may let the next row of its key
-// go (ordering is on and, for a failure, failures do not block the key):
-// the recorder then looks up that row's job with the outcome.
-func (r *Relay) wakes(a *DeliverArgs, failed bool) *DeliverArgs {
-	if r.ordering == nil || failed && r.ordering.blockOnFailure {
-		return nil
-	}
-	return a
-}
-
-// wakeNext makes the job of the next row of a's key, which the recorder
-// found with a's outcome, run now instead of at its next recheck.
-func (r *Relay) wakeNext(ctx context.Context, a DeliverArgs, res outcomeResult) {
-	err := res.nextErr
-	if err == nil && res.nextJobID != 0 {
-		_, err = r.client.JobRetry(ctx, res.nextJobID)
-	}
+// record writes the batch's outcomes, moves rows still in flight to retry
+// jobs, claims the next row of every key whose row ended (into this job
+// when keep is set, and returns their ids; else into a new job), and
+// completes the job when it has nothing left: one transaction.
+func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) ([]int64, error) {
+	next, err := r.recordTx(ctx, job, rows, keep)
 	if err != nil {
-		// The next row still runs at its recheck.
-		r.log.Debug("could not wake the next row of the key", zap.Int64("outbox_id", a.OutboxID), zap.Error(err))
+		return nil, err
+	}
+	return next, nil
+}
+
+func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) (kept []int64, _ error) {
+	tx, err := r.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("begin recording batch job %d: %w", job.ID, err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
+	if r.cfg.Ordering != OrderOff {
+		if _, err := tx.Exec(ctx, claimLockSharedSQL); err != nil {
+			return nil, fmt.Errorf("take the claim lock: %w", err)
+		}
+	}
+
+	// Rows still in flight leave the batch for retry jobs of their own,
+	// one per distinct delay class (rows that failed as often wait alike).
+	nextJob := make(map[*batchRow]int64)
+	groups := map[time.Duration][]*batchRow{}
+	for _, b := range rows {
+		if b.res.kind == rowRetry {
+			d := b.res.delay.Round(100 * time.Millisecond)
+			groups[d] = append(groups[d], b)
+		}
+	}
+	if len(groups) > 0 {
+		var params []river.InsertManyParams
+		var order [][]*batchRow
+		for d, g := range groups {
+			ids := make([]int64, len(g))
+			for i, b := range g {
+				ids[i] = b.id
+			}
+			opts := batchInsertOpts(r.cfg.Queue)
+			if d > 0 {
+				opts.ScheduledAt = time.Now().Add(d)
+			}
+			params = append(params, river.InsertManyParams{Args: BatchArgs{IDs: ids}, InsertOpts: opts})
+			order = append(order, g)
+		}
+		results, err := r.client.InsertManyTx(ctx, tx, params)
+		if err != nil {
+			return nil, fmt.Errorf("insert retry jobs of batch job %d: %w", job.ID, err)
+		}
+		for i, res := range results {
+			for _, b := range order[i] {
+				nextJob[b] = res.Job.ID
+			}
+		}
+	}
+
+	n := len(rows)
+	ids, kinds, msgIDs, errs := make([]int64, n), make([]string, n), make([]string, n), make([]string, n)
+	counted, sent, sentAt, next := make([]bool, n), make([]bool, n), make([]time.Time, n), make([]int64, n)
+	for i, b := range rows {
+		ids[i], kinds[i], msgIDs[i], errs[i] = b.id, string(b.res.kind), b.res.msgID, b.res.errText
+		counted[i], sent[i], sentAt[i], next[i] = b.res.counted, b.res.sent, b.res.sentAt, nextJob[b]
+	}
+	res, err := tx.Query(ctx, recordSQL, ids, kinds, msgIDs, errs, counted, sent, sentAt, next, job.ID)
+	if err != nil {
+		return nil, fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
+	}
+	type applied struct {
+		attempts int
+		lag      float64
+	}
+	done := make(map[int64]applied, n)
+	var id int64
+	var a applied
+	if _, err := pgx.ForEachRow(res, []any{&id, &a.attempts, &a.lag}, func() error {
+		done[id] = a
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
+	}
+
+	// The next row of each key whose row ended goes now.
+	if r.cfg.Ordering != OrderOff {
+		var apps, assets, entities []string
+		for _, b := range rows {
+			if _, ok := done[b.id]; !ok {
+				continue
+			}
+			if b.res.kind == rowDelivered || b.res.kind == rowFailed && !r.cfg.BlockOnFailure {
+				apps = append(apps, b.appID)
+				assets = append(assets, b.assetID)
+				entities = append(entities, r.entityKey(b))
+			}
+		}
+		if len(apps) > 0 {
+			res, err := tx.Query(ctx, successorSQL, apps, assets, entities, r.cfg.BlockOnFailure)
+			if err != nil {
+				return nil, fmt.Errorf("find the next rows of batch job %d's keys: %w", job.ID, err)
+			}
+			heads, err := pgx.CollectRows(res, pgx.RowTo[int64])
+			if err != nil {
+				return nil, fmt.Errorf("find the next rows of batch job %d's keys: %w", job.ID, err)
+			}
+			if keep {
+				res, err := tx.Query(ctx, claimIntoSQL, heads, job.ID)
+				if err != nil {
+					return nil, fmt.Errorf("claim the next rows of batch job %d's keys: %w", job.ID, err)
+				}
+				if kept, err = pgx.CollectRows(res, pgx.RowTo[int64]); err != nil {
+					return nil, fmt.Errorf("claim the next rows of batch job %d's keys: %w", job.ID, err)
+				}
+			} else if err := r.claim(ctx, tx, heads); err != nil {
+				return nil, err
+			}
+		}
+	}
+
+	if len(kept) == 0 {
+		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
+			return nil, fmt.Errorf("complete batch job %d: %w", job.ID, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("commit outcomes of batch job %d: %w", job.ID, err)
+	}
+
+	// Only outcomes that were applied are counted and logged.
+	for _, b := range rows {
+		a, ok := done[b.id]
+		if !ok {
+			continue
+		}
+		r.report(b, a.attempts, a.lag)
+	}
+	return kept, nil
+}
+
+// report logs and counts one applied outcome.
+func (r *Relay) report(b *batchRow, attempts int, lagSecs float64) {
+	log := r.log.With(zap.Int64("outbox_id", b.id), zap.String("app_id", b.appID), zap.String("event_type", b.eventType))
+	res := b.res
+	var authErr *AuthError
+	var rateLimited *RateLimitedError
+	switch {
+	case res.kind == rowDelivered:
+		r.metrics.delivered(b.eventType, res.duplicate, lagSecs)
+		log.Info("delivered", zap.String("svix_msg_id", res.msgID), zap.Bool("duplicate", res.duplicate), zap.Int("attempt", attempts+1))
+	case res.kind == rowFailed:
+		r.metrics.outcome(b.eventType, "failed")
+		if r.cfg.Ordering != OrderOff && !r.cfg.BlockOnFailure {
+			r.metrics.orderingSkipped.Inc()
+		}
+		log.Error("row failed until replayed", zap.Error(res.err), zap.Int("status", res.status), zap.Int("attempt", attempts))
+	case errors.As(res.err, &rateLimited):
+		r.metrics.outcome(b.eventType, "rate_limited")
+		log.Warn("svix rate limited the send; waiting", zap.Duration("retry_after", res.delay))
+	case errors.As(res.err, &authErr):
+		r.metrics.outcome(b.eventType, "retry")
+		log.Error("svix rejected the relay's token: check SVIX_AUTH_TOKEN; rows are kept and retried", zap.Error(res.err))
+	case res.counted:
+		r.metrics.outcome(b.eventType, "retry")
+		log.Warn("send failed; will retry", zap.Error(res.err), zap.Int("attempt", attempts), zap.Duration("retry_in", res.delay))
 	}
 }
 
-// failedInOrder lets the rest of a failed row's key go on, unless failures
-// block their key.
-func (r *Relay) failedInOrder(ctx context.Context, a DeliverArgs, res outcomeResult) {
-	if r.ordering == nil || r.ordering.blockOnFailure {
-		return
+func (r *Relay) entityKey(b *batchRow) string {
+	if r.cfg.Ordering != OrderByEntity {
+		return ""
 	}
-	r.metrics.orderingSkipped.Inc()
-	r.wakeNext(ctx, a, res)
+	return b.entityID
+}
+
+// legacyWorker runs jobs made by relays from before batches: it hands the
+// row back, to be claimed into a batch in its key's order.
+type legacyWorker struct {
+	river.WorkerDefaults[DeliverArgs]
+	relay *Relay
+}
+
+func (w *legacyWorker) Work(ctx context.Context, job *river.Job[DeliverArgs]) error {
+	if _, err := w.relay.pool.Exec(ctx, handBackSQL, job.Args.OutboxID, job.ID); err != nil {
+		return fmt.Errorf("hand back outbox row %d of an old job: %w", job.Args.OutboxID, err)
+	}
+	w.relay.feeder.pokeRescan()
+	return nil
 }

@@ -20,20 +20,21 @@ type RunCmd struct {
 	SvixAuthToken string `name:"svix-auth-token" env:"SVIX_AUTH_TOKEN" placeholder:"TOKEN" help:"Svix API token (required; read it from the environment, it is never printed)."`
 	SvixServerURL string `name:"svix-server-url" env:"SVIX_SERVER_URL" placeholder:"URL" help:"Svix API base URL for self-hosted Svix or a local dev server; default: Svix's hosted API for the token's region. For local development, 'relay demo --svix-only' runs a Svix-compatible dev server that delivers signed webhooks to a verifying receiver, and prints the SVIX_SERVER_URL and SVIX_AUTH_TOKEN to use."`
 
-	Concurrency     int           `name:"concurrency" env:"RELAY_CONCURRENCY" default:"200" help:"Svix sends in flight; the most a relay sends is about this / (Svix latency + 10 ms)."`
+	Concurrency     int           `name:"concurrency" env:"RELAY_CONCURRENCY" default:"200" help:"Svix sends in flight; the most a relay sends is about this / Svix latency."`
+	BatchSize       int           `name:"batch-size" env:"RELAY_BATCH_SIZE" default:"100" help:"Most rows per delivery job: sent concurrently, outcomes recorded in one transaction."`
 	RateLimit       float64       `name:"rate-limit" env:"RELAY_RATE_LIMIT" default:"0" help:"Cap on sends to Svix, messages/s; 0 for none (Svix plans allow 200 or 800)."`
 	SvixTimeout     time.Duration `name:"svix-timeout" env:"RELAY_SVIX_TIMEOUT" default:"15s" help:"Timeout of one Svix request."`
-	JobTimeout      time.Duration `name:"job-timeout" env:"RELAY_JOB_TIMEOUT" default:"30s" help:"Timeout of one delivery attempt: the wait for the rate cap and the Svix call (each call also bounded by --svix-timeout, which it must exceed). Recording the outcome in the database comes after it, bounded separately (up to 30s)."`
-	RescueAfter     time.Duration `name:"rescue-after" env:"RELAY_RESCUE_AFTER" default:"45s" help:"A job running this long is taken back by River's leader (after a relay was killed); must exceed --job-timeout."`
+	JobTimeout      time.Duration `name:"job-timeout" env:"RELAY_JOB_TIMEOUT" default:"30s" help:"Timeout of one attempt of a delivery job: rate waits, Svix calls and recording the outcomes (the last third, at most 10s, is kept for recording)."`
+	RescueAfter     time.Duration `name:"rescue-after" env:"RELAY_RESCUE_AFTER" default:"45s" help:"A job running this long is taken back by River's leader (after a relay was killed); must exceed --job-timeout by at least 1s."`
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"RELAY_SHUTDOWN_TIMEOUT" default:"25s" help:"On SIGTERM, how long sends in flight may finish before they are cut off."`
-	MaxAge          time.Duration `name:"max-age" env:"RELAY_MAX_AGE" default:"72h" help:"Rows failing transiently are retried until this old, then marked failed."`
+	MaxAge          time.Duration `name:"max-age" env:"RELAY_MAX_AGE" default:"72h" help:"Rows failing transiently are retried until this long after they were written or last replayed, then marked failed."`
 	BackoffMin      time.Duration `name:"backoff-min" env:"RELAY_BACKOFF_MIN" default:"1s" help:"First retry delay of a row (capped exponential with jitter)."`
 	BackoffMax      time.Duration `name:"backoff-max" env:"RELAY_BACKOFF_MAX" default:"60s" help:"Longest retry delay; also bounds recovery after a Svix outage."`
 	PollInterval    time.Duration `name:"poll-interval" env:"RELAY_POLL_INTERVAL" default:"1s" help:"How often to look for rows without a notification."`
 	PollOnly        bool          `name:"poll-only" env:"RELAY_POLL_ONLY" help:"Do not LISTEN (for PgBouncer transaction pooling); poll every --poll-interval."`
 	Ordering        string        `name:"ordering" env:"RELAY_ORDERING" default:"asset" help:"Rows that reach Svix in commit order: asset (per app_id and data.asset_id), entity (per app_id and data.entity_id; an entity must stay in one asset, as rows are numbered per asset) or off."`
 	BlockOnFailure  bool          `name:"block-on-failure" env:"RELAY_BLOCK_ON_FAILURE" help:"A failed row holds back the later rows of its ordering key until it is replayed (default: they go on without it)."`
-	ClaimBatch      int           `name:"claim-batch" env:"RELAY_CLAIM_BATCH" default:"500" help:"Most rows claimed per transaction."`
+	ClaimBatch      int           `name:"claim-batch" env:"RELAY_CLAIM_BATCH" default:"500" help:"Most rows the feeder looks at per claim transaction."`
 	DBMaxConns      int32         `name:"db-max-conns" env:"RELAY_DB_MAX_CONNS" default:"20" help:"Database connections in the pool."`
 	HTTPAddr        string        `name:"http-addr" env:"RELAY_HTTP_ADDR" default:"127.0.0.1:8080" help:"Address of /healthz, /readyz and /metrics; empty to disable."`
 	RiverUIUser     string        `name:"riverui-user" env:"RELAY_RIVERUI_USER" placeholder:"USER" help:"Serve River UI at /riverui/ behind basic auth with this user and --riverui-password; off unless both are set."`
@@ -59,8 +60,10 @@ func (c *RunCmd) Validate() error {
 		return usagef("RELAY_SVIX_TIMEOUT (--svix-timeout) must be positive, got %s", c.SvixTimeout)
 	case c.JobTimeout <= c.SvixTimeout:
 		return usagef("RELAY_JOB_TIMEOUT (--job-timeout, %s) must exceed RELAY_SVIX_TIMEOUT (%s)", c.JobTimeout, c.SvixTimeout)
-	case c.RescueAfter <= c.JobTimeout:
-		return usagef("RELAY_RESCUE_AFTER (--rescue-after, %s) must exceed RELAY_JOB_TIMEOUT (%s)", c.RescueAfter, c.JobTimeout)
+	case c.RescueAfter < c.JobTimeout+time.Second:
+		return usagef("RELAY_RESCUE_AFTER (--rescue-after, %s) must exceed RELAY_JOB_TIMEOUT (%s) by at least 1s", c.RescueAfter, c.JobTimeout)
+	case c.BatchSize < 1 || c.BatchSize > 1000:
+		return usagef("RELAY_BATCH_SIZE (--batch-size) must be 1 to 1000, got %d", c.BatchSize)
 	case c.ShutdownTimeout <= 0:
 		return usagef("RELAY_SHUTDOWN_TIMEOUT (--shutdown-timeout) must be positive, got %s", c.ShutdownTimeout)
 	case c.MaxAge <= 0:
@@ -110,6 +113,7 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	relay, err := dispatch.New(pool, sender, dispatch.Config{
 		Concurrency:     c.Concurrency,
+		BatchSize:       c.BatchSize,
 		RateLimit:       c.RateLimit,
 		JobTimeout:      c.JobTimeout,
 		RescueAfter:     c.RescueAfter,

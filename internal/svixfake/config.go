@@ -57,6 +57,14 @@ type Config struct {
 	// idempotency-key is replayed. Default: DefaultIdempotencyTTL (12 h).
 	IdempotencyTTL time.Duration
 
+	// EventIDTTL is how long a message's eventId makes a second create
+	// with that eventId in the same app answer 409 conflict. After it, a
+	// create with the eventId makes a new message (as hosted Svix, which
+	// remembers eventIds for about a day); a GET by the eventId still finds
+	// the first message. Default 0: remembered forever, as the open-source
+	// server does.
+	EventIDTTL time.Duration
+
 	// MaxRecordedRequests bounds the log returned by Server.Requests; the
 	// oldest entries are dropped first. Negative disables the log (status
 	// counters still work), which a benchmark may want.
@@ -135,6 +143,9 @@ func (c Config) validate() error {
 	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("field MaxBodyBytes: must be positive, got %d", c.MaxBodyBytes))
+	}
+	if c.EventIDTTL < 0 {
+		errs = append(errs, fmt.Errorf("field EventIDTTL: must not be negative, got %s", c.EventIDTTL))
 	}
 	if c.IdempotencyTTL < 0 {
 		errs = append(errs, fmt.Errorf("field IdempotencyTTL: must be positive, got %s", c.IdempotencyTTL))

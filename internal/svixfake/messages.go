@@ -120,11 +120,14 @@ func (s *Server) createMessage(c *call) reply {
 		a = st.addApp(newAppOut(in.Application, now))
 	}
 	if m.EventID != "" {
-		if _, dup := a.byEventID[m.EventID]; dup {
+		first, dup := a.byEventID[m.EventID]
+		if dup && (s.cfg.EventIDTTL <= 0 || now.Sub(first.Timestamp) < s.cfg.EventIDTTL) {
 			st.mu.Unlock()
 			return errorReply(http.StatusConflict, "conflict", "A conflict has occurred")
 		}
-		a.byEventID[m.EventID] = m
+		if !dup {
+			a.byEventID[m.EventID] = m
+		}
 	}
 	m.AppID, m.AppUID = a.out.Id, deref(a.out.Uid)
 	a.msgs = append(a.msgs, m)
