@@ -2,31 +2,24 @@ package endpoints_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"os"
 	"strings"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mediaplatform/relay/apikey"
 	"github.com/mediaplatform/relay/endpoints"
+	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/internal/svixfake"
-	"github.com/mediaplatform/relay/schema"
 )
 
 // A product mounts the API in its own server; here with the built-in API
 // keys and a local Svix-compatible server.
 func Example() {
 	ctx := context.Background()
-	pool, cleanup := exampleDB(ctx)
+	pool, cleanup := pgtest.ForExample(ctx)
 	defer cleanup()
 	fake, err := svixfake.New(svixfake.Config{})
 	if err != nil {
@@ -70,7 +63,7 @@ func Example() {
 // A product with API keys of its own plugs in its authenticator.
 func Example_authenticator() {
 	ctx := context.Background()
-	pool, cleanup := exampleDB(ctx)
+	pool, cleanup := pgtest.ForExample(ctx)
 	defer cleanup()
 	api, err := endpoints.New(endpoints.Config{DB: pool, SvixToken: "unused here", Authenticator: productAuth{}})
 	if err != nil {
@@ -95,40 +88,4 @@ func (productAuth) Authenticate(r *http.Request) (apikey.Principal, error) {
 		return apikey.Principal{}, apikey.ErrUnauthenticated
 	}
 	return apikey.Principal{AppID: "acme", KeyID: "login"}, nil
-}
-
-func exampleDB(ctx context.Context) (*pgxpool.Pool, func()) {
-	base := os.Getenv("TEST_DATABASE_URL")
-	if base == "" {
-		base = os.Getenv("DATABASE_URL")
-	}
-	admin, err := pgxpool.New(ctx, base)
-	if err != nil {
-		log.Fatal(err)
-	}
-	var buf [6]byte
-	_, _ = rand.Read(buf[:])
-	name := "ex_" + hex.EncodeToString(buf[:])
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{name}.Sanitize()); err != nil {
-		log.Fatal(err)
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		log.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", name)
-	u.RawQuery = q.Encode()
-	pool, err := pgxpool.New(ctx, u.String())
-	if err != nil {
-		log.Fatal(err)
-	}
-	if _, err := schema.Migrate(ctx, pool); err != nil {
-		log.Fatal(err)
-	}
-	return pool, func() {
-		pool.Close()
-		_, _ = admin.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{name}.Sanitize()+" CASCADE")
-		admin.Close()
-	}
 }

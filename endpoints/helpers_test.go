@@ -18,13 +18,11 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/mediaplatform/relay/apikey"
 	"github.com/mediaplatform/relay/endpoints"
-	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/internal/svixfake"
+	"github.com/mediaplatform/relay/internal/testkit"
 )
 
 // TestMain checks that no goroutine outlives the tests; pgtest's shared
@@ -41,7 +39,7 @@ type bundle struct {
 	pool  *pgxpool.Pool
 	fake  *svixfake.Server
 	srv   *httptest.Server
-	logs  *logBuffer
+	logs  *testkit.LogBuffer
 	keys  *apikey.Store
 	acme  string // an API key of account "acme"
 	other string // an API key of account "initech"
@@ -51,10 +49,8 @@ type bundle struct {
 // loopback listener, and makes a key for two accounts.
 func setup(t *testing.T, mod ...func(*endpoints.Config)) *bundle {
 	t.Helper()
-	_, pool := pgtest.Migrated(t)
-	fake := svixfake.NewStarted(t, svixfake.Config{})
-	logs := &logBuffer{}
-	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zapcore.DebugLevel))
+	env := testkit.Start(t, svixfake.Config{})
+	pool, fake, log, logs := env.Pool, env.Svix, env.Logger, env.Logs
 	cfg := endpoints.Config{
 		DB: pool, SvixToken: svixfake.DefaultToken, SvixServerURL: fake.URL(), Logger: log,
 		RateLimit: -1, SvixTimeout: 2 * time.Second, RequestTimeout: 10 * time.Second,
@@ -233,24 +229,6 @@ func checkOpenAPI(t *testing.T, r req, hr *http.Request, resp response) {
 	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
 		t.Errorf("%s %s: answer %d %s does not match the OpenAPI document: %v", r.method, r.path, resp.status, resp.body, err)
 	}
-}
-
-// logBuffer is a concurrency-safe zap sink.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // createBody is a valid create body.

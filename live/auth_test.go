@@ -9,6 +9,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/mediaplatform/relay/internal/testkit"
 	"github.com/mediaplatform/relay/live"
 )
 
@@ -106,7 +107,7 @@ func TestStreamCap(t *testing.T) {
 	}
 	b.open(t, "other", "") // other accounts are not affected
 	first.close()
-	waitFor(t, "a stream slot", func() bool { return b.h.Streams() == 2 })
+	testkit.WaitFor(t, 10*time.Second, "a stream slot", func() bool { return b.h.Streams() == 2 })
 	b.open(t, "acme", "")
 }
 

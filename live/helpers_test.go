@@ -274,18 +274,6 @@ func (s *stream) ended(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or 10s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // envelope reads an error answer.
 func envelope(t *testing.T, resp *http.Response) (code, param string) {
 	t.Helper()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mediaplatform/relay/internal/testkit"
 	"github.com/mediaplatform/relay/live"
 )
 
@@ -405,7 +406,7 @@ func TestSlowClientIsCutOff(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	waitFor(t, "two streams", func() bool { return b.h.Streams() == 2 })
+	testkit.WaitFor(t, 10*time.Second, "two streams", func() bool { return b.h.Streams() == 2 })
 	big := strings.Repeat("x", 60000)
 	var want []string
 	for i := range 200 {
@@ -417,7 +418,7 @@ func TestSlowClientIsCutOff(t *testing.T) {
 		}
 		healthy.expectNext(t, id) // a reader that keeps up is never cut off
 	}
-	waitFor(t, "the slow stream to be cut off", func() bool { return b.h.Streams() == 1 })
+	testkit.WaitFor(t, 10*time.Second, "the slow stream to be cut off", func() bool { return b.h.Streams() == 1 })
 	// The cut-off client finds the end of its stream once it reads.
 	if _, err := io.Copy(io.Discard, resp.Body); err != nil && !strings.Contains(err.Error(), "reset") {
 		t.Logf("slow stream ended with %v", err)

@@ -2,19 +2,14 @@ package outbox_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log"
-	"net/url"
-	"os"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/outbox"
-	"github.com/mediaplatform/relay/schema"
 )
 
 // A state change and its event commit together: the relay delivers the
@@ -108,41 +103,10 @@ func ExampleValidate() {
 // exampleDB migrates a schema of its own on DATABASE_URL (as `make test`
 // sets it), with a small renders table standing for a product's state.
 func exampleDB(ctx context.Context) (*pgxpool.Pool, func()) {
-	base := os.Getenv("TEST_DATABASE_URL")
-	if base == "" {
-		base = os.Getenv("DATABASE_URL")
-	}
-	admin, err := pgxpool.New(ctx, base)
-	if err != nil {
-		log.Fatal(err)
-	}
-	var buf [6]byte
-	_, _ = rand.Read(buf[:])
-	name := "ex_" + hex.EncodeToString(buf[:])
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{name}.Sanitize()); err != nil {
-		log.Fatal(err)
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		log.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", name)
-	u.RawQuery = q.Encode()
-	pool, err := pgxpool.New(ctx, u.String())
-	if err != nil {
-		log.Fatal(err)
-	}
-	if _, err := schema.Migrate(ctx, pool); err != nil {
-		log.Fatal(err)
-	}
+	pool, cleanup := pgtest.ForExample(ctx)
 	if _, err := pool.Exec(ctx, `CREATE TABLE renders (id text PRIMARY KEY, state text NOT NULL);
 		INSERT INTO renders VALUES ('render_1', 'running')`); err != nil {
 		log.Fatal(err)
 	}
-	return pool, func() {
-		pool.Close()
-		_, _ = admin.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{name}.Sanitize()+" CASCADE")
-		admin.Close()
-	}
+	return pool, cleanup
 }

@@ -1,5 +1,9 @@
-// Command relay turns committed outbox rows into Svix messages. See
-// `relay --help` and the README.
+// Command relay is the relay's one binary: `relay run` turns committed
+// outbox rows into Svix messages, `relay serve` serves the public HTTP API
+// (the endpoint API and the live stream), and the rest are operators'
+// commands (migrate, status, replay, prune, api-key, live-token, svix
+// sync, demo). It only wires packages together; see `relay --help` and
+// the README.
 package main
 
 import (

@@ -7,7 +7,6 @@ package main_test
 // received.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +26,7 @@ import (
 
 	"github.com/mediaplatform/relay/internal/msgkey"
 	"github.com/mediaplatform/relay/internal/svixfake"
+	"github.com/mediaplatform/relay/internal/testkit"
 )
 
 // relayBin is the relay binary built by TestMain.
@@ -99,30 +98,11 @@ func runEnv(dbURL string, fake *svixfake.Server, extra ...string) []string {
 	}, extra...)...)
 }
 
-// lockedBuffer is a bytes.Buffer safe for the process's writer and the
-// test's readers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // process is a relay subprocess.
 type process struct {
 	name           string
 	cmd            *exec.Cmd
-	stdout, stderr lockedBuffer
+	stdout, stderr testkit.LogBuffer
 	done           chan struct{}
 	code           int // exit code, once done is closed; -1 when killed by a signal
 }
@@ -299,16 +279,11 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// waitFor polls the real state until cond holds, failing after timeout.
+// waitFor is testkit.WaitFor under the short name this package's tests
+// call it by.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.WaitFor(t, timeout, what, cond)
 }
 
 // waitFake waits on the fake's own state.

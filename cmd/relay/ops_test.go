@@ -5,7 +5,6 @@ package main_test
 // relay binary against a real database and the fake Svix.
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"github.com/mediaplatform/relay/internal/msgkey"
 	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/internal/svixfake"
+	"github.com/mediaplatform/relay/internal/testkit"
 )
 
 // opsBundle is a migrated schema of a test's own, a pool on it and a fake
@@ -50,19 +50,7 @@ func (b *opsBundle) cli(t *testing.T, args ...string) (int, string, string) {
 // SET; empty leaves it pending).
 func (b *opsBundle) row(t *testing.T, app, set string) int64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	var id int64
-	if err := b.pool.QueryRow(ctx, `INSERT INTO outbox (app_id, event_type, data)
-		VALUES ($1, 'render.completed', '{"entity_id":"render_1","asset_id":"asset_1"}') RETURNING id`, app).Scan(&id); err != nil {
-		t.Fatal(err)
-	}
-	if set != "" {
-		if _, err := b.pool.Exec(ctx, "UPDATE outbox SET "+set+" WHERE id = $1", id); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return id
+	return testkit.InsertRow(t, b.pool, app, "render.completed", `{"entity_id":"render_1","asset_id":"asset_1"}`, set)
 }
 
 func (b *opsBundle) read(t *testing.T, id int64) outboxRow {

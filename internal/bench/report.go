@@ -147,12 +147,12 @@ func (r *report) drain(name string) *DrainResult {
 	return nil
 }
 
-// walPerRowMain is WAL bytes per delivered row of drain-0ms (a complete
-// drain) on the design the second dispatch core replaces: commit e5ab2e1,
-// make bench on the throwaway cluster of scripts/with-postgres.sh
-// (full_page_writes off), load average 5.5 on 2 cores. The WAL goal is half
-// of it; it is checked only on a cluster with the same full_page_writes,
-// as full-page images would swamp the comparison.
+// walPerRowMain is the reference the WAL goal is set against: WAL bytes
+// per delivered row of drain-0ms (a complete drain) at commit e5ab2e1,
+// which the report names, from make bench on the throwaway cluster of
+// scripts/with-postgres.sh (full_page_writes off). The goal is half of it;
+// it is checked only on a cluster with the same full_page_writes, as
+// full-page images would swamp the comparison.
 const (
 	walPerRowMain    = 6839.0
 	walPerRowMainFPW = "off"

@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,42 +23,13 @@ import (
 
 	"github.com/mediaplatform/relay/internal/demo"
 	"github.com/mediaplatform/relay/internal/pgtest"
+	"github.com/mediaplatform/relay/internal/testkit"
 	"github.com/mediaplatform/relay/outbox"
 )
 
 func TestMain(m *testing.M) {
 	// pgtest's shared admin pool lives as long as the process.
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"))
-}
-
-// lockedBuffer is the demo's output, written by Run and read by the test.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// waitFor polls the real state until cond holds, failing after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // findPsql returns a psql program, or "".
@@ -226,7 +196,7 @@ func TestRun(t *testing.T) {
 	t.Parallel()
 
 	s := pgtest.NewSchema(t)
-	var out lockedBuffer
+	var out testkit.LogBuffer
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	r, err := demo.Run(ctx, demo.Config{DatabaseURL: s.URL, Out: &out, Logger: logger(t)})
@@ -252,7 +222,7 @@ func TestRunFollow(t *testing.T) {
 	defer cancel()
 	followCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	var out lockedBuffer
+	var out testkit.LogBuffer
 	type result struct {
 		r   *demo.Report
 		err error
@@ -262,7 +232,7 @@ func TestRunFollow(t *testing.T) {
 		r, err := demo.Run(followCtx, demo.Config{DatabaseURL: pgtest.BaseURL(t), Schema: s.Name, Follow: true, Out: &out, Logger: logger(t)})
 		done <- result{r, err}
 	}()
-	waitFor(t, 45*time.Second, "the summary", func() bool {
+	testkit.WaitFor(t, 45*time.Second, "the summary", func() bool {
 		select {
 		case res := <-done:
 			t.Fatalf("Run returned before following: %v\n%s", res.err, out.String())
@@ -302,7 +272,7 @@ func TestRunFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	line := fmt.Sprintf("%6d  render.completed", id)
-	waitFor(t, 30*time.Second, "the inserted row's delivery", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "the inserted row's delivery", func() bool {
 		return strings.Contains(out.String(), line) && strings.Contains(out.String(), fmt.Sprintf("row %d (asset.failed) was accepted by Svix", other))
 	})
 	stop()
@@ -322,7 +292,7 @@ func TestRunFollow(t *testing.T) {
 	checkReport(t, pool, res.r, out.String())
 
 	t.Run("rerun on the same schema", func(t *testing.T) {
-		var out lockedBuffer
+		var out testkit.LogBuffer
 		r, err := demo.Run(ctx, demo.Config{DatabaseURL: pgtest.BaseURL(t), Schema: s.Name, Out: &out, Logger: logger(t)})
 		if err != nil {
 			t.Fatalf("Run: %v\n%s", err, out.String())
@@ -337,7 +307,7 @@ func TestRunTimeout(t *testing.T) {
 	// Given no time to wait, the demo fails naming the rows it missed (the
 	// lost acknowledgement's redelivery alone takes 500ms).
 	s := pgtest.NewSchema(t)
-	var out lockedBuffer
+	var out testkit.LogBuffer
 	_, err := demo.Run(t.Context(), demo.Config{DatabaseURL: s.URL, Timeout: time.Nanosecond, Out: &out})
 	if err == nil || !strings.Contains(err.Error(), "events verified within 1ns; missing: row") {
 		t.Fatalf("Run with no time: %v", err)
@@ -350,11 +320,11 @@ func TestRunTimeout(t *testing.T) {
 func TestServeSvix(t *testing.T) {
 	t.Parallel()
 
-	var out lockedBuffer
+	var out testkit.LogBuffer
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- demo.ServeSvix(ctx, demo.ServeConfig{SvixAddr: "127.0.0.1:0", Out: &out}) }()
-	waitFor(t, 10*time.Second, "the instructions", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the instructions", func() bool {
 		return strings.Contains(out.String(), "export SVIX_SERVER_URL=http://127.0.0.1:") && strings.Contains(out.String(), "SIGNATURE")
 	})
 	if !strings.Contains(out.String(), "SVIX_AUTH_TOKEN="+demo.Token) || !strings.Contains(out.String(), `psql "$DATABASE_URL" -c "INSERT INTO outbox`) {
@@ -387,7 +357,7 @@ func TestRunMixedCaseSchema(t *testing.T) {
 		_, _ = admin.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{name}.Sanitize()+" CASCADE")
 		admin.Close()
 	})
-	var out lockedBuffer
+	var out testkit.LogBuffer
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	r, err := demo.Run(ctx, demo.Config{DatabaseURL: pgtest.BaseURL(t), Schema: name, Out: &out, Logger: logger(t)})

@@ -1,4 +1,4 @@
-// Package main is the live stream's benchmark (make bench-live): how many
+// Command livebench measures the live stream (make bench-live): how many
 // concurrent streams one process holds and their memory, commit→client
 // latency under load, and the reader's cost on PostgreSQL when idle.
 //

@@ -8,9 +8,12 @@
 package pgtest
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"log"
 	"net/url"
 	"os"
 	"sync"
@@ -45,6 +48,16 @@ func BaseURL(tb testing.TB) string {
 func admin(tb testing.TB) *pgxpool.Pool {
 	tb.Helper()
 	base := BaseURL(tb)
+	pool, err := adminFor(base)
+	if err != nil {
+		tb.Fatalf("pgtest: connect to %s: %v", redact(base), err)
+	}
+	return pool
+}
+
+// adminFor opens, once per process, the pool that creates and drops
+// schemas on base.
+func adminFor(base string) (*pgxpool.Pool, error) {
 	adminOnce.Do(func() {
 		cfg, err := pgxpool.ParseConfig(base)
 		if err != nil {
@@ -54,10 +67,7 @@ func admin(tb testing.TB) *pgxpool.Pool {
 		cfg.MaxConns = 4
 		adminPool, adminErr = pgxpool.NewWithConfig(context.Background(), cfg)
 	})
-	if adminErr != nil {
-		tb.Fatalf("pgtest: connect to %s: %v", redact(base), adminErr)
-	}
-	return adminPool
+	return adminPool, adminErr
 }
 
 // Schema is a test's own schema.
@@ -71,34 +81,49 @@ type Schema struct {
 // NewSchema creates an empty schema that is dropped when the test ends.
 func NewSchema(tb testing.TB) Schema {
 	tb.Helper()
-	ctx := context.Background()
 	pool := admin(tb)
+	s, err := createSchema(context.Background(), pool, BaseURL(tb))
+	if err != nil {
+		tb.Fatalf("pgtest: %v", err)
+	}
+	tb.Cleanup(func() {
+		if os.Getenv("PGTEST_KEEP") != "" {
+			tb.Logf("pgtest: keeping schema %s", s.Name)
+			return
+		}
+		if err := dropSchema(pool, s.Name); err != nil {
+			tb.Errorf("pgtest: %v", err)
+		}
+	})
+	return s
+}
+
+// createSchema creates an empty schema with a random name on base.
+func createSchema(ctx context.Context, admin *pgxpool.Pool, base string) (Schema, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return Schema{}, fmt.Errorf("parse database URL: %w", err)
+	}
 	var buf [6]byte
 	_, _ = rand.Read(buf[:])
 	name := "t_" + hex.EncodeToString(buf[:])
-	if _, err := pool.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{name}.Sanitize()); err != nil {
-		tb.Fatalf("pgtest: create schema: %v", err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if os.Getenv("PGTEST_KEEP") != "" {
-			tb.Logf("pgtest: keeping schema %s", name)
-			return
-		}
-		if _, err := pool.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{name}.Sanitize()+" CASCADE"); err != nil {
-			tb.Errorf("pgtest: drop schema %s: %v", name, err)
-		}
-	})
-
-	u, err := url.Parse(BaseURL(tb))
-	if err != nil {
-		tb.Fatalf("pgtest: parse database URL: %v", err)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return Schema{}, fmt.Errorf("create schema: %w", err)
 	}
 	q := u.Query()
 	q.Set("search_path", name)
 	u.RawQuery = q.Encode()
-	return Schema{Name: name, URL: u.String()}
+	return Schema{Name: name, URL: u.String()}, nil
+}
+
+// dropSchema drops schema name and everything in it.
+func dropSchema(admin *pgxpool.Pool, name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := admin.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{name}.Sanitize()+" CASCADE"); err != nil {
+		return fmt.Errorf("drop schema %s: %w", name, err)
+	}
+	return nil
 }
 
 // Pool opens a pool on s; it is closed when the test ends.
@@ -151,4 +176,35 @@ func redact(raw string) string {
 	}
 	u.RawQuery = q.Encode()
 	return u.Redacted()
+}
+
+// ForExample is Migrated for runnable examples, which have no testing.TB:
+// it exits the process on error, and returns the pool with a function that
+// closes it and drops the schema.
+func ForExample(ctx context.Context) (*pgxpool.Pool, func()) {
+	base := cmp.Or(os.Getenv("TEST_DATABASE_URL"), os.Getenv("DATABASE_URL"))
+	fail := func(err error) {
+		log.Fatalf("pgtest: %v", err)
+	}
+	admin, err := adminFor(base)
+	if err != nil {
+		fail(fmt.Errorf("connect to %s: %w", redact(base), err))
+	}
+	s, err := createSchema(ctx, admin, base)
+	if err != nil {
+		fail(err)
+	}
+	pool, err := pgxpool.New(ctx, s.URL)
+	if err != nil {
+		fail(fmt.Errorf("open pool: %w", err))
+	}
+	if _, err := schema.Migrate(ctx, pool); err != nil {
+		fail(fmt.Errorf("migrate schema %s: %w", s.Name, err))
+	}
+	return pool, func() {
+		pool.Close()
+		if err := dropSchema(admin, s.Name); err != nil {
+			log.Printf("pgtest: %v", err)
+		}
+	}
 }

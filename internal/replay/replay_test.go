@@ -12,6 +12,7 @@ import (
 	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/internal/replay"
 	"github.com/mediaplatform/relay/internal/status"
+	"github.com/mediaplatform/relay/internal/testkit"
 )
 
 const (
@@ -26,19 +27,7 @@ const (
 // insert writes one row of typ for app in a state (SQL after SET).
 func insert(t *testing.T, pool *pgxpool.Pool, app, typ, set string) int64 {
 	t.Helper()
-	ctx := t.Context()
-	var id int64
-	err := pool.QueryRow(ctx, `INSERT INTO outbox (app_id, event_type, data)
-		VALUES ($1, $2, '{"entity_id":"e1","asset_id":"a1","previous_state":"processing"}') RETURNING id`, app, typ).Scan(&id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if set != "" {
-		if _, err := pool.Exec(ctx, "UPDATE outbox SET "+set+" WHERE id = $1", id); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return id
+	return testkit.InsertRow(t, pool, app, typ, `{"entity_id":"e1","asset_id":"a1","previous_state":"processing"}`, set)
 }
 
 func row(t *testing.T, pool *pgxpool.Pool, id int64) status.Row {

@@ -13,25 +13,14 @@ import (
 	"github.com/mediaplatform/relay/internal/msgkey"
 	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/internal/status"
+	"github.com/mediaplatform/relay/internal/testkit"
 )
 
-// insert writes one row for app and returns its id; set, when not empty,
-// then sets relay-owned columns (SQL after SET).
+// insert writes one asset.ready row for app and returns its id; set, when
+// not empty, then sets relay-owned columns (SQL after SET).
 func insert(t *testing.T, pool *pgxpool.Pool, app, set string) int64 {
 	t.Helper()
-	ctx := t.Context()
-	var id int64
-	err := pool.QueryRow(ctx, `INSERT INTO outbox (app_id, event_type, data)
-		VALUES ($1, 'asset.ready', '{"entity_id":"a1","asset_id":"a1","previous_state":"processing"}') RETURNING id`, app).Scan(&id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if set != "" {
-		if _, err := pool.Exec(ctx, "UPDATE outbox SET "+set+" WHERE id = $1", id); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return id
+	return testkit.InsertRow(t, pool, app, "asset.ready", `{"entity_id":"a1","asset_id":"a1","previous_state":"processing"}`, set)
 }
 
 func TestRead(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/mediaplatform/relay/internal/svixfake"
+	"github.com/mediaplatform/relay/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -66,36 +66,17 @@ func setupWithClock(t *testing.T, cfg svixfake.Config) *bundle {
 	return b
 }
 
-// newClient builds a Svix client with no library retries and no trailing
-// slash. hdrs, when set, records response headers, which the client
-// otherwise drops.
-//
-// Calls are bounded by context deadlines rather than http.Client.Timeout:
-// on a 204 (Health.Get, Endpoint.Delete) the v1.99.1 client returns without
-// closing the response body, so a Client.Timeout leaves net/http's timer
-// goroutine running for the whole timeout, which goleak reports.
+// newClient builds a real Svix client (testkit.SvixClient). hdrs, when
+// set, records response headers, which the client otherwise drops.
 func newClient(t *testing.T, serverURL, token string, hdrs *headerRecorder) *svix.Svix {
 	t.Helper()
-	u, err := url.Parse(serverURL)
-	if err != nil {
-		t.Fatalf("parse server url: %v", err)
+	if hdrs == nil {
+		return testkit.SvixClient(t, serverURL, token)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	t.Cleanup(tr.CloseIdleConnections)
-	var rt http.RoundTripper = tr
-	if hdrs != nil {
-		hdrs.next = tr
-		rt = hdrs
-	}
-	client, err := svix.New(token, &svix.SvixOptions{
-		ServerUrl:     u,
-		HTTPClient:    &http.Client{Transport: rt},
-		RetrySchedule: &[]time.Duration{},
+	return testkit.SvixClient(t, serverURL, token, func(rt http.RoundTripper) http.RoundTripper {
+		hdrs.next = rt
+		return hdrs
 	})
-	if err != nil {
-		t.Fatalf("svix client: %v", err)
-	}
-	return client
 }
 
 // headerRecorder keeps the response headers of the last response.
