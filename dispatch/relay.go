@@ -148,6 +148,22 @@ func (c Config) WithDefaults() Config {
 }
 
 func (c Config) validate() error {
+	// A duration given negative would reach a ticker or a timer (which
+	// panics) or mean "never": refuse it, naming the field. Retention alone
+	// takes a negative value, to keep delivered rows forever.
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"ShutdownTimeout", c.ShutdownTimeout}, {"MaxAge", c.MaxAge}, {"IdempotencyWindow", c.IdempotencyWindow},
+		{"BackoffMin", c.BackoffMin}, {"BackoffMax", c.BackoffMax}, {"PollInterval", c.PollInterval},
+		{"RescanInterval", c.RescanInterval}, {"SequencerInterval", c.SequencerInterval}, {"StaleAfter", c.StaleAfter},
+		{"SampleInterval", c.SampleInterval}, {"JobRetention", c.JobRetention}, {"PruneInterval", c.PruneInterval},
+	} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s must be positive, got %s", d.name, d.v)
+		}
+	}
 	switch {
 	case c.Concurrency < 1 || c.Concurrency > 10000:
 		return fmt.Errorf("concurrency must be 1 to 10000, got %d", c.Concurrency)
@@ -167,8 +183,6 @@ func (c Config) validate() error {
 		return fmt.Errorf("claim batch must be 1 to 10000, got %d", c.ClaimBatch)
 	case c.PruneBatch < 1:
 		return fmt.Errorf("prune batch must be at least 1, got %d", c.PruneBatch)
-	case c.PruneInterval < 0:
-		return fmt.Errorf("prune interval must not be negative, got %s", c.PruneInterval)
 	}
 	return nil
 }

@@ -1,0 +1,43 @@
+package dispatch_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mediaplatform/relay/dispatch"
+)
+
+// TestConfigRefusesNegativeDurations checks that New names a negative
+// duration instead of handing it to a ticker, which would panic.
+func TestConfigRefusesNegativeDurations(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		field string
+		set   func(*dispatch.Config)
+	}{
+		{"ShutdownTimeout", func(c *dispatch.Config) { c.ShutdownTimeout = -time.Second }},
+		{"MaxAge", func(c *dispatch.Config) { c.MaxAge = -time.Hour }},
+		{"IdempotencyWindow", func(c *dispatch.Config) { c.IdempotencyWindow = -time.Hour }},
+		{"BackoffMin", func(c *dispatch.Config) { c.BackoffMin = -time.Second }},
+		{"BackoffMax", func(c *dispatch.Config) { c.BackoffMax = -time.Second }},
+		{"PollInterval", func(c *dispatch.Config) { c.PollInterval = -time.Second }},
+		{"RescanInterval", func(c *dispatch.Config) { c.RescanInterval = -time.Second }},
+		{"SequencerInterval", func(c *dispatch.Config) { c.SequencerInterval = -time.Millisecond }},
+		{"StaleAfter", func(c *dispatch.Config) { c.StaleAfter = -time.Minute }},
+		{"SampleInterval", func(c *dispatch.Config) { c.SampleInterval = -time.Second }},
+		{"JobRetention", func(c *dispatch.Config) { c.JobRetention = -time.Hour }},
+		{"PruneInterval", func(c *dispatch.Config) { c.PruneInterval = -time.Minute }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.field, func(t *testing.T) {
+			t.Parallel()
+			var cfg dispatch.Config
+			tt.set(&cfg)
+			_, err := dispatch.New(nil, nil, cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.field+" must be positive") {
+				t.Fatalf("New with a negative %s: err = %v, want it named", tt.field, err)
+			}
+		})
+	}
+}
