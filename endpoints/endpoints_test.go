@@ -370,6 +370,8 @@ func TestValidation(t *testing.T) {
 		{"url decimal ip", post(withURL("https://2130706433/hooks")), 422, "invalid_url", "url"},
 		{"url short ip", post(withURL("https://127.1/hooks")), 422, "invalid_url", "url"},
 		{"url hex ip", post(withURL("https://0x7f.0.0.1/hooks")), 422, "invalid_url", "url"},
+		{"url port out of range", post(withURL("https://example.com:99999/hooks")), 422, "invalid_url", "url"},
+		{"url port zero", post(withURL("https://example.com:0/hooks")), 422, "invalid_url", "url"},
 		{"url too long", post(withURL("https://example.com/" + strings.Repeat("a", 2048))), 422, "invalid_url", "url"},
 		{"event_types missing", post(`{"url":"https://example.com/hooks"}`), 422, "missing_field", "event_types"},
 		{"event_types null", post(withTypes(`null`)), 422, "invalid_event_types", "event_types"},
