@@ -345,6 +345,7 @@ func TestValidation(t *testing.T) {
 		{"invalid json", post(`{"url":`), 400, "invalid_json", ""},
 		{"empty body", post(``), 400, "invalid_json", ""},
 		{"not an object", post(`["https://example.com"]`), 400, "invalid_json", ""},
+		{"null", post(` null `), 400, "invalid_json", ""},
 		{"two objects", post(`{}{}`), 400, "invalid_json", ""},
 		{"unknown field", post(`{"url":"https://example.com","event_types":["cut.completed"],"secret":"x"}`), 400, "unknown_field", "secret"},
 		{"over 1 MiB", post(big), 413, "request_too_large", ""},
