@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/mediaplatform/relay/internal/httpapi"
@@ -23,12 +24,13 @@ var (
 // checkURL validates a customer's endpoint URL, which an attacker
 // controls, on the URL alone (no DNS lookup: a name that resolves to a
 // private address is Svix's to block at delivery). It refuses anything but
-// an absolute https URL with a public host: no userinfo, no localhost, no
-// IP literal in a loopback, private, link-local, shared, unspecified or
-// multicast range, and no host that a URL parser would read as an IPv4
-// address in another form (2130706433, 0x7f.1, 127.1). With allowInsecure
-// (local development) http and loopback, private and link-local hosts are
-// accepted too. It returns the URL as given.
+// an absolute https URL with a public host and, if any, a port from 1 to
+// 65535: no userinfo, no localhost, no IP literal in a loopback, private,
+// link-local, shared, unspecified or multicast range, and no host that a
+// URL parser would read as an IPv4 address in another form (2130706433,
+// 0x7f.1, 127.1). With allowInsecure (local development) http and
+// loopback, private and link-local hosts are accepted too. It returns the
+// URL as given.
 func checkURL(raw string, allowInsecure bool) (string, *httpapi.Error) {
 	bad := func(format string, args ...any) (string, *httpapi.Error) {
 		return "", httpapi.Invalid(http.StatusUnprocessableEntity, "invalid_url", "url", format, args...)
@@ -59,6 +61,11 @@ func checkURL(raw string, allowInsecure bool) (string, *httpapi.Error) {
 	}
 	if u.User != nil {
 		return bad("url must not contain a user name or password.")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return bad("url's port must be a number from 1 to 65535, got %q.", p)
+		}
 	}
 	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
 	if host == "" {

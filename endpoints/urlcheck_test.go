@@ -15,6 +15,12 @@ func TestCheckURL(t *testing.T) {
 	}{
 		{"https://example.com/hooks", true, true},
 		{"https://example.com:8443/hooks?x=1", true, true},
+		{"https://example.com:65535/hooks", true, true},
+		{"https://example.com:/hooks", true, true},
+		{"https://example.com:0/hooks", false, false},
+		{"https://example.com:65536/hooks", false, false},
+		{"https://example.com:99999/hooks", false, false},
+		{"https://example.com:0443/hooks", true, true},
 		{"HTTPS://Example.COM/hooks", true, true},
 		{"https://xn--bcher-kva.example/hooks", true, true},
 		{"https://8.8.8.8/hooks", true, true},

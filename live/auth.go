@@ -36,6 +36,7 @@ func (h *Handler) authenticate(r *http.Request) (principal, error) {
 		}
 		return principal{}, unauthenticated(msg)
 	}
+	httpapi.SetAppID(r.Context(), p.AppID)
 	return p, nil
 }
 

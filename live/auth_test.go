@@ -1,13 +1,17 @@
 package live_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/mediaplatform/relay/internal/testkit"
 	"github.com/mediaplatform/relay/live"
@@ -250,5 +254,59 @@ func TestMint(t *testing.T) {
 	}
 	if _, err := live.New(live.Config{DB: nil, Secret: secret}); err == nil {
 		t.Error("New without DB accepted")
+	}
+}
+
+// lockedBuffer is a log sink the server's goroutines write to while the
+// test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Sync() error { return nil }
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestAccessLogNamesTheAccount: a stream's access log line, written when
+// it ends, carries the token's app_id, as the endpoint API's lines do, and
+// never the token.
+func TestAccessLogNamesTheAccount(t *testing.T) {
+	t.Parallel()
+	var logs lockedBuffer
+	b := setup(t, func(c *live.Config) {
+		c.Logger = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), &logs, zap.InfoLevel))
+	})
+	tok := token(t, "acme")
+	s := b.open(t, "", "", "Authorization", "Bearer "+tok)
+	reqID := s.resp.Header.Get("X-Request-Id")
+	s.close()
+
+	var line map[string]any
+	waitFor(t, "the stream's access log line", func() bool {
+		for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "request" && m["request_id"] == reqID {
+				line = m
+				return true
+			}
+		}
+		return false
+	})
+	if line["route"] != "GET "+live.Path || line["app_id"] != "acme" {
+		t.Errorf("access log line %v, want route GET %s and app_id acme", line, live.Path)
+	}
+	if strings.Contains(logs.String(), tok) {
+		t.Error("the log contains the token")
 	}
 }

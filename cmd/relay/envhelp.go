@@ -74,16 +74,28 @@ func writeEnvironment(w io.Writer, app *kong.Application) error {
 	var b strings.Builder
 	b.WriteString("\nEnvironment: every variable a command reads, with its default (a flag of\n" +
 		"the command overrides it; `relay COMMAND --help` names the flag):\n\n")
-	fmt.Fprintf(&b, "  %-26s %-18s %s\n", "VARIABLE", "DEFAULT", "COMMANDS")
-	for _, s := range environment(app) {
+	settings := environment(app)
+	// The columns are as wide as their longest entry, so every row lines up.
+	nameWidth, defWidth := len("VARIABLE"), len("DEFAULT")
+	for _, s := range settings {
+		nameWidth = max(nameWidth, len(s.name))
+		for _, d := range s.defaults {
+			defWidth = max(defWidth, len(d))
+		}
+	}
+	row := func(name, def, commands string) {
+		fmt.Fprintf(&b, "  %-*s %-*s %s\n", nameWidth, name, defWidth, def, commands)
+	}
+	row("VARIABLE", "DEFAULT", "COMMANDS")
+	for _, s := range settings {
 		def := s.defaults[0]
 		if !slices.ContainsFunc(s.defaults, func(d string) bool { return d != def }) {
-			fmt.Fprintf(&b, "  %-26s %-18s %s\n", s.name, def, strings.Join(s.commands, ", "))
+			row(s.name, def, strings.Join(s.commands, ", "))
 			continue
 		}
 		// Commands that default differently get a line each.
 		for i, cmd := range s.commands {
-			fmt.Fprintf(&b, "  %-26s %-18s %s\n", s.name, s.defaults[i], cmd)
+			row(s.name, s.defaults[i], cmd)
 		}
 	}
 	_, err := io.WriteString(w, b.String())

@@ -80,4 +80,17 @@ func TestTopLevelHelpListsEveryVariable(t *testing.T) {
 			t.Errorf("relay --help does not list %s", name)
 		}
 	}
+	// The table's columns line up: each row's default and commands start
+	// where the header's DEFAULT and COMMANDS do.
+	_, table, ok := strings.Cut(help, "\n  VARIABLE ")
+	if !ok {
+		t.Fatal("relay --help has no environment table")
+	}
+	rows := strings.Split(strings.TrimRight("  VARIABLE "+table, "\n"), "\n")
+	defCol, cmdCol := strings.Index(rows[0], "DEFAULT"), strings.Index(rows[0], "COMMANDS")
+	for _, r := range rows[1:] {
+		if len(r) <= cmdCol || r[defCol-1] != ' ' || r[defCol] == ' ' || r[cmdCol-1] != ' ' || r[cmdCol] == ' ' {
+			t.Errorf("environment row out of line with the header %q:\n%s", rows[0], r)
+		}
+	}
 }

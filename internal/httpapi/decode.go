@@ -16,8 +16,8 @@ const MaxBodyBytes = 1 << 20
 // DecodeJSON reads r's body, at most MaxBodyBytes, into v, refusing
 // fields v does not have. It answers:
 //   - 413 request_too_large over the cap,
-//   - 400 invalid_json for a body that is not one JSON value (empty,
-//     malformed or followed by more data),
+//   - 400 invalid_json for a body that is not one JSON object (empty,
+//     malformed, null, another type or followed by more data),
 //   - 400 unknown_field naming the field,
 //   - 422 invalid_type naming the field whose JSON type is wrong.
 //
@@ -31,6 +31,10 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) ([]byte, error) {
 				Message: fmt.Sprintf("The request body is over %d bytes.", MaxBodyBytes)}
 		}
 		return nil, Invalid(http.StatusBadRequest, "invalid_body", "", "Could not read the request body.")
+	}
+	if bytes.Equal(bytes.TrimSpace(body), []byte("null")) {
+		// Decode takes null for "no value" and leaves v as it is.
+		return nil, Invalid(http.StatusBadRequest, "invalid_json", "", "The request body must be a JSON object, got null.")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

@@ -35,6 +35,15 @@ func RequestIDFrom(ctx context.Context) string {
 	return ""
 }
 
+// SetAppID records the account a request acts for, for its access log
+// line, when a handler authenticates the request itself (the live
+// stream's token) rather than through Authenticate.
+func SetAppID(ctx context.Context, appID string) {
+	if i := infoFrom(ctx); i != nil {
+		i.appID = appID
+	}
+}
+
 // RequestID gives each request a new random id ("req_" and 24 hex
 // digits), set on the response as X-Request-Id before anything else runs.
 // An id sent by the client is ignored: ids are the server's, so a client
