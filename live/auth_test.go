@@ -1,17 +1,13 @@
 package live_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/mediaplatform/relay/internal/testkit"
 	"github.com/mediaplatform/relay/live"
@@ -257,43 +253,20 @@ func TestMint(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink the server's goroutines write to while the
-// test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) Sync() error { return nil }
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestAccessLogNamesTheAccount: a stream's access log line, written when
 // it ends, carries the token's app_id, as the endpoint API's lines do, and
 // never the token.
 func TestAccessLogNamesTheAccount(t *testing.T) {
 	t.Parallel()
-	var logs lockedBuffer
-	b := setup(t, func(c *live.Config) {
-		c.Logger = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), &logs, zap.InfoLevel))
-	})
+	logger, logs := testkit.Logger()
+	b := setup(t, func(c *live.Config) { c.Logger = logger })
 	tok := token(t, "acme")
 	s := b.open(t, "", "", "Authorization", "Bearer "+tok)
 	reqID := s.resp.Header.Get("X-Request-Id")
 	s.close()
 
 	var line map[string]any
-	waitFor(t, "the stream's access log line", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the stream's access log line", func() bool {
 		for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
 			var m map[string]any
 			if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "request" && m["request_id"] == reqID {
