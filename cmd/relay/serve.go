@@ -109,7 +109,13 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return usagef("RELAY_SERVE_ADDR (--addr): %v", err)
 	}
+	// Requests run on a context of their own, cancelled shortly before the
+	// shutdown timeout: a request still waiting on Svix then answers 503
+	// with Retry-After instead of being cut off without an answer.
+	reqCtx, cancelRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRequests()
 	srv := &http.Server{
+		BaseContext:       func(net.Listener) context.Context { return reqCtx },
 		Handler:           publicMux(api, lv, log),
 		ReadHeaderTimeout: serveReadHeaderTimeout,
 		ReadTimeout:       serveReadTimeout,
@@ -134,6 +140,8 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	log.Info("shutting down the public API")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.ShutdownTimeout)
 	defer cancel()
+	answer := time.AfterFunc(c.ShutdownTimeout-min(time.Second, c.ShutdownTimeout/4), cancelRequests)
+	defer answer.Stop()
 	if err := srv.Shutdown(sctx); err != nil {
 		_ = srv.Close()
 		log.Warn("requests still in flight were cut off at shutdown", zap.Error(err))

@@ -171,7 +171,9 @@ func TestServe(t *testing.T) {
 	}
 	took := p.stop(t, 10*time.Second)
 	t.Logf("relay serve exited 0 %s after SIGTERM with a request in flight", took.Round(10*time.Millisecond))
-	<-inflight
+	if code := <-inflight; code != http.StatusServiceUnavailable {
+		t.Errorf("a request held by Svix past the shutdown timeout got %d, want 503 (answered before exit)", code)
+	}
 
 	logs := p.stderr.String()
 	for name, s := range map[string]string{"API key": key, "signing secret": ep.Secret, "svix token": svixfake.DefaultToken} {
