@@ -421,11 +421,6 @@ func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []
 		return nil, fmt.Errorf("begin recording batch job %d: %w", job.ID, err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
-	if r.cfg.Ordering != OrderOff {
-		if _, err := tx.Exec(ctx, claimLockSharedSQL); err != nil {
-			return nil, fmt.Errorf("take the claim lock: %w", err)
-		}
-	}
 
 	// Rows still in flight leave the batch for retry jobs of their own,
 	// one per distinct delay class (rows that failed as often wait alike).
@@ -502,6 +497,14 @@ func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []
 			}
 		}
 		if len(apps) > 0 {
+			// The claim lock (see claimLockSQL) guards only the decision
+			// below, so it is taken here, not at the start: the outcomes
+			// above are written without holding admission back, and the
+			// query below, whose snapshot is taken once the lock is held,
+			// sees every admission and hand-back committed before it.
+			if _, err := tx.Exec(ctx, claimLockSharedSQL); err != nil {
+				return nil, fmt.Errorf("take the claim lock: %w", err)
+			}
 			res, err := tx.Query(ctx, successorSQL, apps, assets, entities, r.cfg.BlockOnFailure)
 			if err != nil {
 				return nil, fmt.Errorf("find the next rows of batch job %d's keys: %w", job.ID, err)
