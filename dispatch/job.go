@@ -55,18 +55,17 @@ type DeliverArgs struct {
 //
 // River indexes args with GIN (jsonb_ops): one index entry per key and per
 // scalar value, written again for every version of the job's row (insert,
-// fetch, completion). A row's content spread over some thirty keys and
-// values cost about 2.7 s of PostgreSQL time per 20,000 jobs taken through
-// those three versions; packed into one string, 1.4 s (empty args: 0.5 s).
-// Jobs written before the packing (the row's fields at the top level)
-// still decode.
+// fetch, completion). The row's content is therefore packed into one
+// string, so a job's args make a handful of index entries, not some
+// thirty. Args with the row's fields at the top level (unpacked) also
+// decode.
 type deliverArgsJSON struct {
 	OutboxID  int64  `json:"outbox_id"`
 	CreatedUS int64  `json:"created_us"`
 	Resends   int    `json:"resends,omitempty"`
 	Row       string `json:"row,omitempty"` // packedRow as JSON text
 
-	packedRow // jobs from before the packing
+	packedRow // args with the row's fields at the top level
 }
 
 // packedRow is the part of DeliverArgs packed into deliverArgsJSON.Row.

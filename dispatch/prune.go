@@ -60,9 +60,10 @@ func (w *pruneWorker) Work(ctx context.Context, _ *river.Job[PruneArgs]) error {
 	}
 }
 
-// periodicJobs is the retention job, or none when Retention is negative.
+// periodicJobs is the retention job, or none when Retention is 0 (every
+// delivered row is kept).
 func (r *Relay) periodicJobs() []*river.PeriodicJob {
-	if r.cfg.Retention < 0 {
+	if r.cfg.Retention == 0 {
 		return nil
 	}
 	return []*river.PeriodicJob{river.NewPeriodicJob(
@@ -79,9 +80,10 @@ func (r *Relay) periodicJobs() []*river.PeriodicJob {
 }
 
 // riverRetention is how long River keeps cancelled and discarded jobs:
-// as long as the outbox keeps delivered rows (7 days when pruning is off).
+// as long as the outbox keeps delivered rows, or 7 days when Retention is 0
+// (River has no "keep for ever").
 func (c Config) riverRetention() time.Duration {
-	if c.Retention < 0 {
+	if c.Retention == 0 {
 		return 7 * 24 * time.Hour
 	}
 	return c.Retention

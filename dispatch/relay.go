@@ -100,7 +100,10 @@ type Config struct {
 	// Retention is how long delivered rows are kept: a periodic River job
 	// (inserted by the leader only) deletes older ones in batches. Failed
 	// rows are kept until replayed or pruned by hand. River keeps cancelled
-	// and discarded jobs as long. Negative disables pruning. Default 7 days.
+	// and discarded jobs as long (7 days when Retention is 0). 0 (the
+	// default) keeps every delivered row: no retention job runs. Otherwise
+	// at least 1h; negative is refused. `relay run` passes RELAY_RETENTION
+	// (default 7d) here unchanged, so 0 means the same there.
 	Retention time.Duration
 	// PruneInterval is how often delivered rows are pruned. Default 10m.
 	PruneInterval time.Duration
@@ -135,7 +138,6 @@ func (c Config) WithDefaults() Config {
 	c.Queue = cmp.Or(c.Queue, "outbox")
 	c.Ordering = cmp.Or(c.Ordering, OrderByAsset)
 	c.JobRetention = cmp.Or(c.JobRetention, time.Hour)
-	c.Retention = cmp.Or(c.Retention, 7*24*time.Hour)
 	c.PruneInterval = cmp.Or(c.PruneInterval, 10*time.Minute)
 	c.PruneBatch = cmp.Or(c.PruneBatch, 1000)
 	if c.Logger == nil {
@@ -149,8 +151,8 @@ func (c Config) WithDefaults() Config {
 
 func (c Config) validate() error {
 	// A duration given negative would reach a ticker or a timer (which
-	// panics) or mean "never": refuse it, naming the field. Retention alone
-	// takes a negative value, to keep delivered rows forever.
+	// panics) or mean "never": refuse it, naming the field. Retention takes
+	// 0 (keep every delivered row), checked below.
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -181,6 +183,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("ordering must be asset, entity or off, got %q", c.Ordering)
 	case c.ClaimBatch < 1 || c.ClaimBatch > 10000:
 		return fmt.Errorf("claim batch must be 1 to 10000, got %d", c.ClaimBatch)
+	case c.Retention != 0 && c.Retention < time.Hour:
+		return fmt.Errorf("Retention must be 0 (keep every delivered row) or at least 1h, got %s", c.Retention)
 	case c.PruneBatch < 1:
 		return fmt.Errorf("prune batch must be at least 1, got %d", c.PruneBatch)
 	}

@@ -7,15 +7,17 @@ import (
 	"go.uber.org/zap"
 )
 
-// sampleSQL reads the row gauges from the partial indexes, which hold only
-// undelivered and failed rows, so it stays cheap on a large table.
+// sampleSQL reads the row gauges through the schema's row-state views
+// (outbox_pending, outbox_undelivered), served by the partial indexes,
+// which hold only undelivered and failed rows, so it stays cheap on a
+// large table.
 const sampleSQL = `
 SELECT
-    (SELECT count(*) FROM outbox WHERE enqueued_at IS NULL AND delivered_at IS NULL AND failed_at IS NULL),
-    (SELECT count(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL),
+    (SELECT count(*) FROM outbox_pending),
+    (SELECT count(*) FROM outbox_undelivered),
     (SELECT count(*) FROM outbox WHERE failed_at IS NOT NULL),
     coalesce((SELECT extract(epoch FROM clock_timestamp() - min(created_at))::float8
-                FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL), 0)`
+                FROM outbox_undelivered), 0)`
 
 func (r *Relay) sampleLoop(ctx context.Context) {
 	t := time.NewTicker(r.cfg.SampleInterval)

@@ -35,27 +35,6 @@ SELECT o.id, o.created_at, o.resends, o.app_id, o.event_type, o.data::text, o.at
    AND num_nulls(o.delivered_at, o.failed_at) = 2
  ORDER BY o.commit_seq`
 
-// demoteSQL hands rows that are no longer heads back to waiting (under
-// the exclusive claim lock): the row before them claims them when it ends.
-// It returns the rows that are heads after all (their predecessor ended
-// meanwhile), which the job sends.
-const demoteSQL = `
-WITH c AS (
-    SELECT o.id,
-           EXISTS (SELECT 1 FROM outbox e
-                    WHERE e.app_id = o.app_id AND (e.data ->> 'asset_id') = (o.data ->> 'asset_id')
-                      AND e.commit_seq < o.commit_seq
-                      AND e.delivered_at IS NULL
-                      AND ($3::boolean OR num_nulls(e.failed_at) = 1)
-                      AND (NOT $4::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id')) AS behind
-      FROM outbox o
-     WHERE o.id = ANY ($1::bigint[]) AND o.job_id = $2 AND num_nulls(o.delivered_at, o.failed_at) = 2
-), d AS (
-    UPDATE outbox o SET enqueued_at = NULL, job_id = NULL
-      FROM c WHERE o.id = c.id AND c.behind
-)
-SELECT id FROM c WHERE NOT behind`
-
 // recordSQL writes a batch's outcomes in one statement. Only rows the job
 // still owns are written (job_id, and neither delivered nor failed): a
 // rescued rerun of the job racing this one, a replay or a resend meanwhile
@@ -77,31 +56,6 @@ UPDATE outbox AS o
  WHERE o.id = ANY ($1::bigint[]) AND o.id = u.id AND o.job_id = $9
    AND num_nulls(o.delivered_at, o.failed_at) = 2
 RETURNING o.id, o.attempts, extract(epoch FROM clock_timestamp() - o.created_at)::float8`
-
-// successorSQL finds the new head of each key whose row just ended, when
-// it is numbered and not claimed yet: it is claimed in the same
-// transaction, so the next row of a key is on its way the moment its
-// predecessor's outcome commits. One probe of outbox_key_idx per key.
-const successorSQL = `
-SELECT h.id
-  FROM (SELECT DISTINCT app_id, asset_id, entity_id
-          FROM unnest($1::text[], $2::text[], $3::text[]) AS k (app_id, asset_id, entity_id)) k
- CROSS JOIN LATERAL (
-       SELECT e.id, e.enqueued_at, e.failed_at, e.commit_seq
-         FROM outbox e
-        WHERE e.app_id = k.app_id AND (e.data ->> 'asset_id') = k.asset_id
-          AND e.delivered_at IS NULL
-          AND ($4::boolean OR num_nulls(e.failed_at) = 1)
-          AND (k.entity_id = '' OR e.data ->> 'entity_id' = k.entity_id)
-        ORDER BY e.commit_seq
-        LIMIT 1) h
- WHERE h.enqueued_at IS NULL AND h.failed_at IS NULL AND h.commit_seq IS NOT NULL`
-
-// claimIntoSQL hands the next rows of a running job's keys to that job.
-const claimIntoSQL = `
-UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = $2
- WHERE o.id = ANY ($1::bigint[]) AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2
-RETURNING o.id`
 
 // handBackSQL returns a row of a job from before batches to be claimed
 // again.
@@ -286,35 +240,6 @@ func (r *Relay) readBatch(ctx context.Context, job *river.Job[BatchArgs], ids []
 	return rows, nil
 }
 
-// demote hands back rows behind an undelivered earlier row of their key
-// (one replayed after they were claimed) and returns those that are heads
-// after all.
-func (r *Relay) demote(ctx context.Context, jobID int64, ids []int64) ([]int64, error) {
-	tx, err := r.pool.Begin(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("begin hand-back: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
-	if _, err := tx.Exec(ctx, claimLockSQL); err != nil {
-		return nil, fmt.Errorf("take the claim lock: %w", err)
-	}
-	res, err := tx.Query(ctx, demoteSQL, ids, jobID, r.cfg.BlockOnFailure, r.cfg.Ordering == OrderByEntity)
-	if err != nil {
-		return nil, fmt.Errorf("hand back rows behind an earlier row: %w", err)
-	}
-	heads, err := pgx.CollectRows(res, pgx.RowTo[int64])
-	if err != nil {
-		return nil, fmt.Errorf("hand back rows behind an earlier row: %w", err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("commit hand-back: %w", err)
-	}
-	if len(heads) < len(ids) {
-		r.log.Info("rows wait for an earlier row of their key put back by a replay", zap.Int("rows", len(ids)-len(heads)))
-	}
-	return heads, nil
-}
-
 // attempt sends one row and classifies the answer.
 func (r *Relay) attempt(ctx context.Context, job *river.Job[BatchArgs], b *batchRow) rowResult {
 	if wait := r.pausedFor(); wait > 0 {
@@ -485,45 +410,14 @@ func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []
 
 	// The next row of each key whose row ended goes now.
 	if r.cfg.Ordering != OrderOff {
-		var apps, assets, entities []string
+		ended := make([]*batchRow, 0, len(rows))
 		for _, b := range rows {
-			if _, ok := done[b.id]; !ok {
-				continue
-			}
-			if b.res.kind == rowDelivered || b.res.kind == rowFailed && !r.cfg.BlockOnFailure {
-				apps = append(apps, b.appID)
-				assets = append(assets, b.assetID)
-				entities = append(entities, r.entityKey(b))
+			if _, ok := done[b.id]; ok {
+				ended = append(ended, b)
 			}
 		}
-		if len(apps) > 0 {
-			// The claim lock (see claimLockSQL) guards only the decision
-			// below, so it is taken here, not at the start: the outcomes
-			// above are written without holding admission back, and the
-			// query below, whose snapshot is taken once the lock is held,
-			// sees every admission and hand-back committed before it.
-			if _, err := tx.Exec(ctx, claimLockSharedSQL); err != nil {
-				return nil, fmt.Errorf("take the claim lock: %w", err)
-			}
-			res, err := tx.Query(ctx, successorSQL, apps, assets, entities, r.cfg.BlockOnFailure)
-			if err != nil {
-				return nil, fmt.Errorf("find the next rows of batch job %d's keys: %w", job.ID, err)
-			}
-			heads, err := pgx.CollectRows(res, pgx.RowTo[int64])
-			if err != nil {
-				return nil, fmt.Errorf("find the next rows of batch job %d's keys: %w", job.ID, err)
-			}
-			if keep {
-				res, err := tx.Query(ctx, claimIntoSQL, heads, job.ID)
-				if err != nil {
-					return nil, fmt.Errorf("claim the next rows of batch job %d's keys: %w", job.ID, err)
-				}
-				if kept, err = pgx.CollectRows(res, pgx.RowTo[int64]); err != nil {
-					return nil, fmt.Errorf("claim the next rows of batch job %d's keys: %w", job.ID, err)
-				}
-			} else if err := r.claim(ctx, tx, heads); err != nil {
-				return nil, err
-			}
+		if kept, err = r.claimSuccessors(ctx, tx, job.ID, ended, keep); err != nil {
+			return nil, err
 		}
 	}
 
@@ -573,13 +467,6 @@ func (r *Relay) report(b *batchRow, attempts int, lagSecs float64) {
 		r.metrics.outcome(b.eventType, "retry")
 		log.Warn("send failed; will retry", zap.Error(res.err), zap.Int("attempt", attempts), zap.Duration("retry_in", res.delay))
 	}
-}
-
-func (r *Relay) entityKey(b *batchRow) string {
-	if r.cfg.Ordering != OrderByEntity {
-		return ""
-	}
-	return b.entityID
 }
 
 // legacyWorker runs jobs made by relays from before batches: it hands the

@@ -24,21 +24,13 @@ func (c *RunCmd) validateOps() error {
 	case c.RiverUIUser != "" && c.HTTPAddr == "":
 		return usagef("RELAY_RIVERUI_USER needs RELAY_HTTP_ADDR (--http-addr): River UI is served by the HTTP server")
 	case time.Duration(c.Retention) != 0 && time.Duration(c.Retention) < time.Hour:
-		return usagef("RELAY_RETENTION (--retention) must be at least 1h (or 0 to keep every row), got %s", c.Retention)
+		return usagef("RELAY_RETENTION (--retention) must be at least 1h (or 0 to keep every delivered row), got %s", c.Retention)
 	case c.PruneInterval < time.Second:
 		return usagef("RELAY_PRUNE_INTERVAL (--prune-interval) must be at least 1s, got %s", c.PruneInterval)
 	case c.PruneBatch < 1 || c.PruneBatch > 100000:
 		return usagef("RELAY_PRUNE_BATCH (--prune-batch) must be 1 to 100000, got %d", c.PruneBatch)
 	}
 	return nil
-}
-
-// retention is dispatch.Config.Retention: negative turns pruning off.
-func (c *RunCmd) retention() time.Duration {
-	if c.Retention == 0 {
-		return -1
-	}
-	return time.Duration(c.Retention)
 }
 
 // withOps completes the HTTP server's config: relay_ready in the metrics,

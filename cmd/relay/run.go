@@ -39,7 +39,7 @@ type RunCmd struct {
 	HTTPAddr        string        `name:"http-addr" env:"RELAY_HTTP_ADDR" default:"127.0.0.1:8080" help:"Address of /healthz, /readyz and /metrics; empty to disable."`
 	RiverUIUser     string        `name:"riverui-user" env:"RELAY_RIVERUI_USER" placeholder:"USER" help:"Serve River UI at /riverui/ behind basic auth with this user and --riverui-password; off unless both are set."`
 	RiverUIPassword string        `name:"riverui-password" env:"RELAY_RIVERUI_PASSWORD" placeholder:"PASSWORD" help:"River UI's basic auth password, at least 12 characters (it can cancel, delete and retry jobs); read it from the environment, it is never printed."`
-	Retention       age           `name:"retention" env:"RELAY_RETENTION" default:"7d" help:"Delivered rows older than this are deleted, in batches, by a periodic job the River leader schedules; failed rows are kept. 0 keeps every outbox row. River's own job rows are separate: completed jobs are deleted after 1h, cancelled and discarded ones after this retention (7d when it is 0)."`
+	Retention       age           `name:"retention" env:"RELAY_RETENTION" default:"7d" help:"Delivered rows older than this are deleted, in batches, by a periodic job the River leader schedules; failed rows are kept. 0 keeps every delivered row (no retention job runs), as Retention 0 does in dispatch.Config. River's own job rows are separate: completed jobs are deleted after 1h, cancelled and discarded ones after this retention (7d when it is 0)."`
 	PruneInterval   time.Duration `name:"prune-interval" env:"RELAY_PRUNE_INTERVAL" default:"10m" help:"How often delivered rows past --retention are deleted."`
 	PruneBatch      int           `name:"prune-batch" env:"RELAY_PRUNE_BATCH" default:"1000" help:"Most rows deleted per transaction when pruning."`
 	CPUProfile      string        `name:"cpu-profile" env:"RELAY_CPU_PROFILE" hidden:"" placeholder:"FILE" help:"Write a CPU profile of the whole run to FILE (for make bench)."`
@@ -126,7 +126,7 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 		ClaimBatch:      c.ClaimBatch,
 		Ordering:        c.Ordering,
 		BlockOnFailure:  c.BlockOnFailure,
-		Retention:       c.retention(),
+		Retention:       time.Duration(c.Retention),
 		PruneInterval:   c.PruneInterval,
 		PruneBatch:      c.PruneBatch,
 		Logger:          log,

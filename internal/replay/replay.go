@@ -55,7 +55,8 @@ SELECT id FROM outbox
 const (
 	peekSQL = `
 SELECT id, created_at, app_id, event_type, resends,
-       enqueued_at IS NOT NULL, delivered_at IS NOT NULL, failed_at IS NOT NULL
+       enqueued_at IS NOT NULL, delivered_at IS NOT NULL, failed_at IS NOT NULL,
+       outbox_row_state(outbox)
   FROM outbox
  WHERE id = ANY($1::bigint[])
  ORDER BY id`
@@ -191,19 +192,7 @@ func Select(ctx context.Context, db DB, sel Selection, opts Options, each func(I
 
 type rowState struct {
 	enqueued, delivered, failed bool
-}
-
-func (s rowState) name() string {
-	switch {
-	case s.delivered:
-		return status.StateDelivered
-	case s.failed:
-		return status.StateFailed
-	case s.enqueued:
-		return status.StateInFlight
-	default:
-		return status.StatePending
-	}
+	name                        string // outbox_row_state: status.StatePending, ...
 }
 
 // batch replays ids in one transaction; rows that selected (when not nil)
@@ -232,7 +221,7 @@ func batch(ctx context.Context, db DB, ids []int64, opts Options, selected func(
 	}
 	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
 		var x row
-		err := r.Scan(&x.id, &x.created, &x.app, &x.typ, &x.resends, &x.state.enqueued, &x.state.delivered, &x.state.failed)
+		err := r.Scan(&x.id, &x.created, &x.app, &x.typ, &x.resends, &x.state.enqueued, &x.state.delivered, &x.state.failed, &x.state.name)
 		return x, err
 	})
 	if err != nil {
@@ -242,7 +231,7 @@ func batch(ctx context.Context, db DB, ids []int64, opts Options, selected func(
 	items := make([]Item, 0, len(got))
 	var replay []int64
 	for _, x := range got {
-		it := Item{ID: x.id, AppID: x.app, EventType: x.typ, State: x.state.name(), Key: msgkey.Format(x.id, x.created, x.resends)}
+		it := Item{ID: x.id, AppID: x.app, EventType: x.typ, State: x.state.name, Key: msgkey.Format(x.id, x.created, x.resends)}
 		switch {
 		case selected != nil && !selected(x.state):
 			it.Action = Skip
