@@ -12,6 +12,7 @@ export PATH := $(PATH):/usr/local/go/bin
 
 GO        ?= go
 WITH_PG   := scripts/with-postgres.sh
+WITH_CHROMIUM := scripts/with-chromium.sh
 PKG       ?= ./...
 TESTFLAGS ?=
 TIMEOUT   ?= 15m
@@ -35,8 +36,8 @@ build: ## Build the relay binary into bin/relay
 	$(GO) build -o bin/relay ./cmd/relay
 
 .PHONY: test
-test: ## Run the tests with -race against real PostgreSQL (PKG, TESTFLAGS, TIMEOUT)
-	$(WITH_PG) $(GO) test -race -count=1 -timeout $(TIMEOUT) $(TESTFLAGS) $(PKG)
+test: ## Run the tests with -race against real PostgreSQL and headless Chromium (PKG, TESTFLAGS, TIMEOUT)
+	$(WITH_CHROMIUM) $(WITH_PG) $(GO) test -race -count=1 -timeout $(TIMEOUT) $(TESTFLAGS) $(PKG)
 
 .PHONY: test-race
 test-race: test ## Same as test: the suite always runs with -race
