@@ -7,17 +7,16 @@ import (
 	"strings"
 	"testing"
 
-	"go.uber.org/goleak"
-
 	"github.com/mediaplatform/relay/apikey"
 	"github.com/mediaplatform/relay/internal/pgtest"
+	"github.com/mediaplatform/relay/internal/testkit"
 	"github.com/mediaplatform/relay/outbox"
 )
 
 // TestMain checks that no goroutine outlives the tests; pgtest's shared
 // admin pool lives for the whole run.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"))
+	testkit.VerifyTestMain(m)
 }
 
 func request(header string) *http.Request {

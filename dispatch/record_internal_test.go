@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mediaplatform/relay/internal/pgtest"
+	"github.com/mediaplatform/relay/internal/testkit"
 )
 
 // TestRecordCountsOnlyAppliedOutcomes races two runs of one batch job
@@ -69,21 +70,14 @@ func TestRecordCountsOnlyAppliedOutcomes(t *testing.T) {
 		second <- n
 	}()
 	// The second run waits on the row the first is recording.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.WaitFor(t, 10*time.Second, "the second run to wait for the first", func() bool {
 		var waiting bool
 		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
 			WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE outbox AS o%' AND datname = current_database())`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
-		if waiting {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the second run never waited for the first")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return waiting
+	})
 	if err := first.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}

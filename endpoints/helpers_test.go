@@ -17,7 +17,6 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.uber.org/goleak"
 
 	"github.com/mediaplatform/relay/apikey"
 	"github.com/mediaplatform/relay/endpoints"
@@ -28,7 +27,7 @@ import (
 // TestMain checks that no goroutine outlives the tests; pgtest's shared
 // admin pool lives for the whole run.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"))
+	testkit.VerifyTestMain(m)
 }
 
 // testTimeout bounds every wait; a safety net, not a timing assertion.

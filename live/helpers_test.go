@@ -14,14 +14,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.uber.org/goleak"
 
 	"github.com/mediaplatform/relay/internal/pgtest"
+	"github.com/mediaplatform/relay/internal/testkit"
 	"github.com/mediaplatform/relay/live"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"))
+	testkit.VerifyTestMain(m)
 }
 
 var secret = []byte("test-secret-of-at-least-32-bytes-long")

@@ -11,14 +11,14 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.uber.org/goleak"
 
 	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/internal/sequencer"
+	"github.com/mediaplatform/relay/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"))
+	testkit.VerifyTestMain(m)
 }
 
 const insertSQL = `INSERT INTO outbox (app_id, event_type, data)
@@ -247,14 +247,10 @@ func TestSequencer(t *testing.T) {
 		defer func() { cancel(); <-done }()
 
 		id := insert(t, ctx, pool, "woken")
-		deadline := time.Now().Add(10 * time.Second)
-		for seqOf(t, ctx, pool, id) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatal("row not numbered within 10s of a Wake")
-			}
+		testkit.WaitFor(t, 10*time.Second, "the row to be numbered after a Wake", func() bool {
 			s.Wake()
-			time.Sleep(10 * time.Millisecond)
-		}
+			return seqOf(t, ctx, pool, id) != 0
+		})
 		mu.Lock()
 		defer mu.Unlock()
 		if seen != 1 {
