@@ -73,32 +73,6 @@ func TestEventIsValid(t *testing.T) {
 	}
 }
 
-func TestReadProcUsage(t *testing.T) {
-	t.Parallel()
-	// Burn CPU until the kernel has counted some (it counts in ticks), so
-	// the CPU figure is shown to move, not merely to be non-negative.
-	deadline := time.Now().Add(10 * time.Second)
-	var sink uint64
-	for {
-		u, err := readProcUsage(os.Getpid())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if u.PeakRSSKiB <= 0 {
-			t.Fatalf("usage of this process: %+v, want a peak RSS", u)
-		}
-		if u.CPU > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("usage of this process: %+v, want CPU time after 10 s of work (sink %d)", u, sink)
-		}
-		for i := range uint64(10_000_000) {
-			sink += i * i
-		}
-	}
-}
-
 // Every scenario runs end to end at a tiny size against the relay binary,
 // real PostgreSQL and the fake Svix: every row reaches Svix once, in
 // per-asset order where ordering is on, and each figure is filled in. It

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mediaplatform/relay/internal/relayproc"
 	"github.com/mediaplatform/relay/internal/svixfake"
 )
 
@@ -112,11 +113,11 @@ func (b *bench) drain(ctx context.Context, spec drainSpec) (_ DrainResult, err e
 		return res, err
 	}
 	start := time.Now()
-	if run.proc, err = startRelay(b.relayBin, b.relayEnv(spec.name, run.fake, run.sch, extra...), filepath.Join(b.tmp, spec.name+".log")); err != nil {
+	if run.proc, err = relayproc.Start(b.relayBin, relayArgs, b.relayEnv(spec.name, run.fake, run.sch, extra...), filepath.Join(b.tmp, spec.name+".log")); err != nil {
 		return res, err
 	}
 	limit := b.drainLimit(spec.rows)
-	werr := run.proc.waitFor(ctx, run.fake, limit, func(s *svixfake.Server) bool { return s.MessageCount() >= spec.rows })
+	werr := waitFor(ctx, run.proc, run.fake, limit, func(s *svixfake.Server) bool { return s.MessageCount() >= spec.rows })
 	elapsed := time.Since(start)
 	res.Delivered = run.fake.MessageCount()
 	switch {
@@ -124,7 +125,7 @@ func (b *bench) drain(ctx context.Context, spec drainSpec) (_ DrainResult, err e
 		res.Complete = true
 	case ctx.Err() != nil:
 		return res, ctx.Err()
-	case run.proc.dead():
+	case run.proc.Dead():
 		return res, fmt.Errorf("%s: %d of %d rows reached svix: %w", spec.name, res.Delivered, spec.rows, werr)
 	case b.opts.drainCut == 0:
 		return res, fmt.Errorf("%s: %d of %d rows reached svix within %s: %w", spec.name, res.Delivered, spec.rows, limit, werr)
@@ -132,7 +133,7 @@ func (b *bench) drain(ctx context.Context, spec drainSpec) (_ DrainResult, err e
 		res.CutAfterSecs = limit.Seconds()
 		b.logf("%s: cut after %s with %d of %d rows at svix", spec.name, limit, res.Delivered, spec.rows)
 	}
-	relay, err := run.proc.usage()
+	relay, err := run.proc.Usage()
 	if err != nil {
 		return res, err
 	}
@@ -149,14 +150,14 @@ func (b *bench) drain(ctx context.Context, spec drainSpec) (_ DrainResult, err e
 		res.RecordedSeconds = time.Since(start).Seconds()
 	}
 	backends := b.backendCPU()
-	relay, err = run.proc.usage()
+	relay, err = run.proc.Usage()
 	if err != nil {
 		return res, err
 	}
-	if err := run.proc.stop(30 * time.Second); err != nil {
+	if err := run.proc.Stop(30 * time.Second); err != nil {
 		b.logf("%s: %v", spec.name, err)
 	}
-	res.RelayWarnings, res.RelayErrors, res.RelayPeakHeapMiB = run.proc.logSummary()
+	res.RelayWarnings, res.RelayErrors, res.RelayPeakHeapMiB = run.proc.LogSummary()
 	run.proc = nil
 	b.waitRelayGone(ctx)
 	after, err := b.snap(ctx, run.sch.name)

@@ -69,6 +69,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mediaplatform/relay/internal/relayproc"
 )
 
 type options struct {
@@ -368,7 +370,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	b.relayBin = o.relayBin
 	if b.relayBin == "" {
 		b.logf("building the relay")
-		if b.relayBin, err = buildRelay(ctx, b.tmp); err != nil {
+		if b.relayBin, err = relayproc.Build(ctx, b.tmp); err != nil {
 			return err
 		}
 	}

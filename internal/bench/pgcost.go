@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mediaplatform/relay/internal/relayproc"
 )
 
 // The bench's own statements in its database carry this word (as a column
@@ -239,7 +241,7 @@ func (b *bench) backendCPU() map[int]time.Duration {
 		if err != nil {
 			continue
 		}
-		f, err := statFields(pid)
+		f, err := relayproc.StatFields(pid)
 		if err != nil || f[1] != ppid {
 			continue
 		}
@@ -247,8 +249,8 @@ func (b *bench) backendCPU() map[int]time.Duration {
 		if err != nil || !strings.Contains(strings.ReplaceAll(string(cmd), "\x00", " "), needle) {
 			continue
 		}
-		if t, err := statTicks(pid, false); err == nil {
-			out[pid] = ticksToDuration(t)
+		if t, err := relayproc.CPUTicks(pid, false); err == nil {
+			out[pid] = relayproc.TicksToDuration(t)
 		}
 	}
 	return out

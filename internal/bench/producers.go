@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mediaplatform/relay/internal/relayproc"
 	"github.com/mediaplatform/relay/internal/svixfake"
 	"github.com/mediaplatform/relay/outbox"
 )
@@ -135,7 +136,7 @@ func (b *bench) producers(ctx context.Context) (_ ProducersResult, err error) {
 	if run.fake, err = b.newFake(); err != nil {
 		return res, err
 	}
-	if run.proc, err = startRelay(b.relayBin, b.relayEnv(name, run.fake, run.sch, "RELAY_ORDERING=asset"), filepath.Join(b.tmp, name+".log")); err != nil {
+	if run.proc, err = relayproc.Start(b.relayBin, relayArgs, b.relayEnv(name, run.fake, run.sch, "RELAY_ORDERING=asset"), filepath.Join(b.tmp, name+".log")); err != nil {
 		return res, err
 	}
 	var next atomic.Int64 // row numbers
@@ -146,8 +147,8 @@ func (b *bench) producers(ctx context.Context) (_ ProducersResult, err error) {
 		}
 		res.Modes = append(res.Modes, m)
 		res.Committed += m.Rows
-		if run.proc.dead() {
-			return res, fmt.Errorf("relay exited (%v); see %s", run.proc.exitErr(), run.proc.logPath)
+		if run.proc.Dead() {
+			return res, fmt.Errorf("relay exited (%v); see %s", run.proc.ExitErr(), run.proc.LogPath())
 		}
 	}
 	// The delivery check is bounded like a drain, and by 15 s more when
@@ -156,14 +157,14 @@ func (b *bench) producers(ctx context.Context) (_ ProducersResult, err error) {
 	if o.drainCut > 0 {
 		limit = min(limit, 15*time.Second)
 	}
-	if err := run.proc.waitFor(ctx, run.fake, limit, func(s *svixfake.Server) bool { return s.MessageCount() >= res.Committed }); err != nil {
+	if err := waitFor(ctx, run.proc, run.fake, limit, func(s *svixfake.Server) bool { return s.MessageCount() >= res.Committed }); err != nil {
 		b.logf("producers: %d of %d committed rows reached svix within %s", run.fake.MessageCount(), res.Committed, limit)
 	}
 	res.Delivered = run.fake.MessageCount()
-	if err := run.proc.stop(30 * time.Second); err != nil {
+	if err := run.proc.Stop(30 * time.Second); err != nil {
 		b.logf("producers: %v", err)
 	}
-	res.RelayWarnings, res.RelayErrors, _ = run.proc.logSummary()
+	res.RelayWarnings, res.RelayErrors, _ = run.proc.LogSummary()
 	run.proc = nil
 	if res.Delivered > res.Committed {
 		return res, fmt.Errorf("producers: svix holds %d messages for %d committed rows", res.Delivered, res.Committed)

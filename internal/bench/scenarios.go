@@ -15,6 +15,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
+	"github.com/mediaplatform/relay/internal/relayproc"
 	"github.com/mediaplatform/relay/internal/svixfake"
 )
 
@@ -117,10 +118,10 @@ type cpuMark struct {
 }
 
 // mark notes the CPU used so far; relay is nil before the relay starts.
-func (b *bench) mark(relay *relayProc) (cpuMark, error) {
+func (b *bench) mark(relay *relayproc.Proc) (cpuMark, error) {
 	m := cpuMark{at: time.Now(), pg: b.pg.total(), bench: selfCPU()}
 	if relay != nil {
-		u, err := relay.usage()
+		u, err := relay.Usage()
 		if err != nil {
 			return m, err
 		}
@@ -133,7 +134,7 @@ func (b *bench) mark(relay *relayProc) (cpuMark, error) {
 // relay's own usage now (zero when the scenario ran no relay). PostgreSQL's
 // CPU includes whatever else the cluster did meanwhile (in the latency
 // scenario, the bench's own INSERTs).
-func (b *bench) usageSince(m cpuMark, relay procUsage, rows int) Usage {
+func (b *bench) usageSince(m cpuMark, relay relayproc.Usage, rows int) Usage {
 	wall := time.Since(m.at)
 	u := Usage{
 		RelayPeakRSSMiB: float64(relay.PeakRSSKiB) / 1024,
@@ -159,7 +160,7 @@ type relayRun struct {
 	name string
 	fake *svixfake.Server
 	sch  *benchSchema
-	proc *relayProc
+	proc *relayproc.Proc
 }
 
 func (b *bench) newFake() (*svixfake.Server, error) {
@@ -193,7 +194,7 @@ func (b *bench) relayEnv(name string, fake *svixfake.Server, sch *benchSchema, e
 
 func (r *relayRun) close(b *bench) {
 	if r.proc != nil {
-		if err := r.proc.stop(30 * time.Second); err != nil {
+		if err := r.proc.Stop(30 * time.Second); err != nil {
 			b.logf("%s: stop relay: %v", r.name, err)
 		}
 	}
@@ -228,7 +229,7 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 	if run.fake, err = b.newFake(); err != nil {
 		return res, err
 	}
-	if run.proc, err = startRelay(b.relayBin, b.relayEnv(name, run.fake, run.sch, "RELAY_ORDERING="+res.Ordering), filepath.Join(b.tmp, name+".log")); err != nil {
+	if run.proc, err = relayproc.Start(b.relayBin, relayArgs, b.relayEnv(name, run.fake, run.sch, "RELAY_ORDERING="+res.Ordering), filepath.Join(b.tmp, name+".log")); err != nil {
 		return res, err
 	}
 
@@ -239,7 +240,7 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 			return res, err
 		}
 	}
-	err = run.proc.waitFor(ctx, run.fake, 30*time.Second, func(s *svixfake.Server) bool { return s.MessageCount() >= warm })
+	err = waitFor(ctx, run.proc, run.fake, 30*time.Second, func(s *svixfake.Server) bool { return s.MessageCount() >= warm })
 	if err != nil {
 		return res, fmt.Errorf("latency: warm-up rows not delivered: %w", err)
 	}
@@ -279,11 +280,11 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 		return res, fmt.Errorf("latency: insert: %w", err)
 	}
 	insertSecs := time.Since(t0).Seconds()
-	err = run.proc.waitFor(ctx, run.fake, 30*time.Second, func(s *svixfake.Server) bool { return s.MessageCount() >= warm+total })
+	err = waitFor(ctx, run.proc, run.fake, 30*time.Second, func(s *svixfake.Server) bool { return s.MessageCount() >= warm+total })
 	if err != nil {
 		b.logf("latency: %d of %d rows delivered 30 s after the last insert", run.fake.MessageCount()-warm, total)
 	}
-	relay, err := run.proc.usage()
+	relay, err := run.proc.Usage()
 	if err != nil {
 		return res, err
 	}
@@ -313,10 +314,10 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 		res.P50MS, res.P95MS, res.P99MS = ms(pct(lat, 0.50)), ms(pct(lat, 0.95)), ms(pct(lat, 0.99))
 		res.MaxMS, res.MeanMS = ms(lat[len(lat)-1]), ms(sum/time.Duration(len(lat)))
 	}
-	if err := run.proc.stop(30 * time.Second); err != nil {
+	if err := run.proc.Stop(30 * time.Second); err != nil {
 		b.logf("latency: %v", err)
 	}
-	res.RelayWarnings, res.RelayErrors, res.RelayPeakHeapMiB = run.proc.logSummary()
+	res.RelayWarnings, res.RelayErrors, res.RelayPeakHeapMiB = run.proc.LogSummary()
 	run.proc = nil
 	return res, nil
 }
@@ -419,7 +420,7 @@ func (b *bench) riverNoop(ctx context.Context, n int) (_ DrainResult, err error)
 		return res, fmt.Errorf("river no-op: %d of %d jobs left", left.Load(), n)
 	}
 	elapsed := time.Since(start)
-	res.Usage = b.usageSince(m, procUsage{}, n)
+	res.Usage = b.usageSince(m, relayproc.Usage{}, n)
 	res.Seconds = elapsed.Seconds()
 	res.RowsPerSec = float64(n) / elapsed.Seconds()
 	res.Delivered, res.Complete = n, true

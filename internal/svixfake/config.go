@@ -65,6 +65,20 @@ type Config struct {
 	// server does.
 	EventIDTTL time.Duration
 
+	// MessageRetention is how long an accepted message is kept in memory.
+	// An older one is forgotten whole: Messages, AllMessages and lookups by
+	// id or eventId no longer find it, and its eventId no longer answers
+	// 409. MessageCount and OnMessage still count every message. A long run
+	// (make soak) sets it, with a short IdempotencyTTL, so that the fake's
+	// memory stays bounded. Default 0: kept forever.
+	MessageRetention time.Duration
+
+	// OnMessage, when set, is called once for each accepted message, after
+	// it is stored and outside every lock, in the goroutine serving the
+	// create. It must be safe for concurrent use and must not modify the
+	// payload. Default: nil.
+	OnMessage func(Message)
+
 	// MaxRecordedRequests bounds the log returned by Server.Requests; the
 	// oldest entries are dropped first. Negative disables the log (status
 	// counters still work), which a benchmark may want.
@@ -143,6 +157,9 @@ func (c Config) validate() error {
 	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("field MaxBodyBytes: must be positive, got %d", c.MaxBodyBytes))
+	}
+	if c.MessageRetention < 0 {
+		errs = append(errs, fmt.Errorf("field MessageRetention: must not be negative, got %s", c.MessageRetention))
 	}
 	if c.EventIDTTL < 0 {
 		errs = append(errs, fmt.Errorf("field EventIDTTL: must not be negative, got %s", c.EventIDTTL))

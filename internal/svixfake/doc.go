@@ -40,8 +40,10 @@
 // Every request, including faulted and dropped ones, is recorded with its
 // headers (Authorization redacted), raw body, status and message id:
 // Requests, StatusCount. Accepted messages keep their payload byte for byte:
-// Messages, MessageByEventID. WaitFor blocks on real state, so callers need
-// no sleeps.
+// Messages, MessageByEventID, for Config.MessageRetention when it is set
+// (a long run's memory stays bounded; MessageCount counts every message),
+// and Config.OnMessage sees each one as it is accepted. WaitFor blocks on
+// real state, so callers need no sleeps.
 //
 // # Faults
 //

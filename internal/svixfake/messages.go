@@ -107,6 +107,9 @@ func (s *Server) createMessage(c *call) reply {
 
 	st := &s.store
 	st.mu.Lock()
+	if s.cfg.MessageRetention > 0 {
+		st.forgetBefore(now.Add(-s.cfg.MessageRetention))
+	}
 	a := st.findApp(c.route.app)
 	if a == nil {
 		if in.Application == nil {
@@ -140,6 +143,9 @@ func (s *Server) createMessage(c *call) reply {
 	}
 	st.mu.Unlock()
 
+	if s.cfg.OnMessage != nil {
+		s.cfg.OnMessage(*m)
+	}
 	s.notify.broadcast()
 	if len(targets) > 0 {
 		s.scheduleDeliveries(*m, targets)

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -418,4 +419,62 @@ func TestLifecycle(t *testing.T) {
 			t.Errorf("err = %v, want context.Canceled", err)
 		}
 	})
+}
+
+func TestMessageRetention(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var seen []string
+	b := setupWithClock(t, svixfake.Config{
+		MessageRetention: time.Minute,
+		OnMessage: func(m svixfake.Message) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, m.EventID)
+		},
+	})
+	app := createApp(t, b.client)
+	old, fresh := "evt-old", "evt-fresh"
+	first := mustSend(t, b.client, app, "asset.ready", "", &old, map[string]any{"n": 1})
+	b.clock.Advance(30 * time.Second)
+	mustSend(t, b.client, app, "asset.ready", "", &fresh, map[string]any{"n": 2})
+	if _, err := send(t, b.client, app, "asset.ready", "", &old, map[string]any{"n": 1}); err == nil {
+		t.Fatal("repeated eventId within the retention was accepted, want 409")
+	} else {
+		svixErr(t, err, http.StatusConflict)
+	}
+
+	// A message accepted after the first is older than the retention
+	// makes the fake forget it: its id, its eventId and the lists.
+	b.clock.Advance(45 * time.Second)
+	later := "evt-later"
+	mustSend(t, b.client, app, "asset.ready", "", &later, map[string]any{"n": 3})
+	if _, ok := b.srv.MessageByEventID(app, old); ok {
+		t.Error("the message past the retention is still found by its eventId")
+	}
+	if _, err := b.client.Message.Get(testContext(t), app, first.Id, nil); err == nil {
+		t.Error("the message past the retention is still found by its id")
+	}
+	var kept []string
+	for _, m := range b.srv.AllMessages() {
+		kept = append(kept, m.EventID)
+	}
+	if want := []string{fresh, later}; !slices.Equal(kept, want) {
+		t.Errorf("AllMessages = %v, want %v", kept, want)
+	}
+	if n := len(b.srv.Messages(app)); n != 2 {
+		t.Errorf("Messages(app) holds %d, want 2", n)
+	}
+	if n := b.srv.MessageCount(); n != 3 {
+		t.Errorf("MessageCount = %d, want 3 (forgotten messages still count)", n)
+	}
+	// Forgotten, the eventId makes a new message, as hosted Svix does
+	// once it no longer remembers it.
+	mustSend(t, b.client, app, "asset.ready", "", &old, map[string]any{"n": 1})
+
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{old, fresh, later, old}; !slices.Equal(seen, want) {
+		t.Errorf("OnMessage saw %v, want %v (each accepted message once, not the 409)", seen, want)
+	}
 }

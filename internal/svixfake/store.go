@@ -20,7 +20,10 @@ type store struct {
 	appOrder   []*app
 	eventTypes map[string]*models.EventTypeOut
 	msgCount   int
-	allMsgs    []*Message
+	// allMsgs holds the messages kept, oldest first, from allHead on;
+	// the prefix before allHead was forgotten (Config.MessageRetention).
+	allMsgs []*Message
+	allHead int
 }
 
 type app struct {
@@ -77,6 +80,36 @@ func (st *store) addApp(out models.ApplicationOut) *app {
 	return a
 }
 
+// forgetBefore drops the messages accepted before cutoff
+// (Config.MessageRetention). allMsgs is in acceptance order, and so is each
+// app's msgs, so the oldest message overall is the oldest of its app:
+// amortized O(1) per message. Caller holds mu.
+func (st *store) forgetBefore(cutoff time.Time) {
+	for st.allHead < len(st.allMsgs) {
+		m := st.allMsgs[st.allHead]
+		if !m.Timestamp.Before(cutoff) {
+			break
+		}
+		if a := st.apps[m.AppID]; a != nil {
+			delete(a.byID, m.ID)
+			if m.EventID != "" && a.byEventID[m.EventID] == m {
+				delete(a.byEventID, m.EventID)
+			}
+			if len(a.msgs) > 0 && a.msgs[0] == m {
+				a.msgs[0] = nil
+				a.msgs = a.msgs[1:]
+			}
+		}
+		st.allMsgs[st.allHead] = nil
+		st.allHead++
+	}
+	// Reclaim the forgotten prefix once it dominates the slice.
+	if st.allHead > 1024 && st.allHead*2 > len(st.allMsgs) {
+		st.allMsgs = append([]*Message(nil), st.allMsgs[st.allHead:]...)
+		st.allHead = 0
+	}
+}
+
 // findEndpoint looks an endpoint up by id or uid. Caller holds mu.
 func (a *app) findEndpoint(idOrUID string) (int, *endpoint) {
 	for i, ep := range a.endpoints {
@@ -129,14 +162,16 @@ func (s *Server) Messages(app string) []Message {
 	return copyMessages(a.msgs)
 }
 
-// AllMessages returns every accepted message, in acceptance order.
+// AllMessages returns every accepted message still kept
+// (Config.MessageRetention), in acceptance order.
 func (s *Server) AllMessages() []Message {
 	s.store.mu.Lock()
 	defer s.store.mu.Unlock()
-	return copyMessages(s.store.allMsgs)
+	return copyMessages(s.store.allMsgs[s.store.allHead:])
 }
 
-// MessageCount returns how many messages have been accepted in total.
+// MessageCount returns how many messages have been accepted in total,
+// forgotten ones (Config.MessageRetention) included.
 func (s *Server) MessageCount() int {
 	s.store.mu.Lock()
 	defer s.store.mu.Unlock()
