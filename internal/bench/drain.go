@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/mediaplatform/relay/internal/relayproc"
@@ -102,7 +100,7 @@ func (b *bench) drain(ctx context.Context, spec drainSpec) (_ DrainResult, err e
 		extra = append(extra, "RELAY_RATE_LIMIT="+strconv.FormatFloat(spec.rateLimit, 'f', -1, 64))
 	}
 
-	res.LoadAtStart = load1()
+	res.LoadAtStart = relayproc.Load1()
 	res.BusyElsewhere = b.busyElsewhere(ctx)
 	before, err := b.snap(ctx, run.sch.name)
 	if err != nil {
@@ -273,17 +271,4 @@ func nextRowDelays(dels []delivery, plan backlogPlan, end time.Time) *NextRow {
 		return &NextRow{OutOfOrder: outOfOrder}
 	}
 	return &NextRow{Delay: *d, OutOfOrder: outOfOrder}
-}
-
-// load1 is the one-minute load average.
-func load1() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return ""
-	}
-	return f[0]
 }

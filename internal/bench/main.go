@@ -376,14 +376,14 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	}
 
 	for _, s := range o.scenarios {
-		b.logf("scenario %s (load average %s)", s, load1())
+		b.logf("scenario %s (load average %s)", s, relayproc.Load1())
 		t := time.Now()
 		if err := b.runScenario(ctx, s, rep); err != nil {
 			return fmt.Errorf("scenario %s: %w", s, err)
 		}
 		b.logf("scenario %s done in %s", s, time.Since(t).Round(100*time.Millisecond))
 	}
-	rep.Machine.LoadAvgEnd = loadAvg()
+	rep.Machine.LoadAvgEnd = relayproc.LoadAvg()
 	rep.TotalSeconds = time.Since(began).Seconds()
 	rep.finish()
 	rep.printTable(out)

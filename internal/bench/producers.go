@@ -113,7 +113,7 @@ func (m ProducerMode) errorCount() int {
 func (b *bench) producers(ctx context.Context) (_ ProducersResult, err error) {
 	const name = "producers"
 	o := b.opts
-	res := ProducersResult{Scenario: name, Producers: o.producers, Assets: o.producerAssets, RowsPerTx: o.producerRowsTx, LoadAtStart: load1()}
+	res := ProducersResult{Scenario: name, Producers: o.producers, Assets: o.producerAssets, RowsPerTx: o.producerRowsTx, LoadAtStart: relayproc.Load1()}
 	run := &relayRun{name: name}
 	defer run.close(b)
 	if run.sch, err = b.newSchema(ctx, "bench_producers", 2); err != nil {

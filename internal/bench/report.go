@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/mediaplatform/relay/internal/relayproc"
 )
 
 // Machine describes where the figures were taken.
@@ -70,12 +71,12 @@ func settingsOf(o options) Settings {
 
 func machineOf(ctx context.Context, b *bench) (Machine, error) {
 	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
-	m.CPUModel = procField("/proc/cpuinfo", "model name")
-	m.MemTotal = procField("/proc/meminfo", "MemTotal")
+	m.CPUModel = relayproc.ProcField("/proc/cpuinfo", "model name")
+	m.MemTotal = relayproc.ProcField("/proc/meminfo", "MemTotal")
 	if kib, err := strconv.ParseFloat(strings.TrimSuffix(m.MemTotal, " kB"), 64); err == nil {
 		m.MemTotal = fmt.Sprintf("%.1f GiB", kib/(1<<20))
 	}
-	m.LoadAvg = loadAvg()
+	m.LoadAvg = relayproc.LoadAvg()
 	m.OwnDatabase = b.dbName
 	err := b.admin.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('fsync'),
 	        current_setting('synchronous_commit'), current_setting('full_page_writes'),
@@ -86,36 +87,6 @@ func machineOf(ctx context.Context, b *bench) (Machine, error) {
 	}
 	m.PostgresLocalCPU = newPGCPU(m.pgDataDir) != nil
 	return m, nil
-}
-
-// loadAvg is the 1, 5 and 15 minute load averages.
-func loadAvg() string {
-	la, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(la))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
-}
-
-// procField returns the value of the first "key : value" line of file.
-func procField(file, key string) string {
-	f, err := os.Open(file)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
 }
 
 // Target is one figure of the issue and whether this run met it.

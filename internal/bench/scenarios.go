@@ -220,7 +220,7 @@ func statusMap(fake *svixfake.Server) map[string]int64 {
 func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 	name := "latency"
 	o := b.opts
-	res := LatencyResult{Scenario: name, TargetRate: o.latencyRate, Conns: o.latencyConns, Ordering: "asset", LoadAtStart: load1()}
+	res := LatencyResult{Scenario: name, TargetRate: o.latencyRate, Conns: o.latencyConns, Ordering: "asset", LoadAtStart: relayproc.Load1()}
 	run := &relayRun{name: name}
 	defer run.close(b)
 	if run.sch, err = b.newSchema(ctx, "bench_latency", int32(o.latencyConns)+2); err != nil {

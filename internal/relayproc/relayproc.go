@@ -1,6 +1,7 @@
 // Package relayproc runs the relay binary built from the checkout as a
 // subprocess, for make bench and make soak, and reads its memory and CPU
-// from /proc, so that they are its own and not the measuring program's.
+// from /proc, so that they are its own and not the measuring program's,
+// with what /proc says of the machine (load average, CPU model, memory).
 package relayproc
 
 import (
