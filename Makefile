@@ -20,6 +20,7 @@ FUZZ      ?= FuzzValidate
 FUZZPKG   ?= ./outbox
 FUZZTIME  ?= 60s
 ARGS      ?=
+ROWS      ?= 10000000
 
 .PHONY: help
 help: ## List the targets (the default)
@@ -28,7 +29,7 @@ help: ## List the targets (the default)
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  %-11s %s\n", $$1, $$2 }'
 	@echo
 	@echo 'Variables: PKG=$(PKG) TESTFLAGS=$(TESTFLAGS) TIMEOUT=$(TIMEOUT)'
-	@echo '           FUZZ=$(FUZZ) FUZZPKG=$(FUZZPKG) FUZZTIME=$(FUZZTIME) ARGS=$(ARGS)'
+	@echo '           FUZZ=$(FUZZ) FUZZPKG=$(FUZZPKG) FUZZTIME=$(FUZZTIME) ARGS=$(ARGS) ROWS=$(ROWS) (make soak)'
 	@echo '           DATABASE_URL / TEST_DATABASE_URL: used when they answer, else a throwaway PostgreSQL'
 
 .PHONY: build
@@ -87,6 +88,10 @@ bench: ## Run the benchmark program (go run ./internal/bench) against real Postg
 .PHONY: bench-live
 bench-live: ## Measure the live stream: streams held and heap per stream, commit->client latency, idle reader cost (ARGS)
 	$(WITH_PG) $(GO) run ./internal/livebench $(ARGS)
+
+.PHONY: soak
+soak: ## A long run (not part of make test): ROWS rows at a steady rate while relay run drains and retention prunes; a table every 30 s, exit 1 on a lost or duplicate row (ROWS, ARGS)
+	env -u DATABASE_URL -u TEST_DATABASE_URL $(WITH_PG) $(GO) run ./internal/soak -rows $(ROWS) $(ARGS)
 
 .PHONY: demo
 demo: ## Run the demo (relay demo) against real PostgreSQL

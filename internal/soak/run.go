@@ -48,6 +48,7 @@ type result struct {
 	warn, errs                int
 	peakHeap                  float64
 	peakRSS                   float64
+	selfPeakRSS               float64  // this process: producers, fake Svix, ledger
 	problems                  []string // correctness failures
 }
 
@@ -270,6 +271,9 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	}
 	if u, err := relay.Usage(); err == nil {
 		res.peakRSS = float64(u.PeakRSSKiB) / 1024
+	}
+	if u, err := relayproc.ReadUsage(os.Getpid()); err == nil {
+		res.selfPeakRSS = float64(u.PeakRSSKiB) / 1024
 	}
 	res.relayExit = relay.Stop(time.Minute)
 	res.warn, res.errs, res.peakHeap = relay.LogSummary()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ type series struct {
 }
 
 var flatSeries = []series{
+	{"inserted rows/s", func(x sample) float64 { return x.insRate }, func(options) float64 { return 0 }, "-"},
 	{"delivered rows/s", func(x sample) float64 { return x.rate }, func(options) float64 { return 0 }, "-"},
 	{"backlog rows", func(x sample) float64 { return float64(x.backlog) }, func(o options) float64 { return 10 * o.rate }, "10 s of rows"},
 	{"relay RSS MiB", func(x sample) float64 { return x.rssMiB }, func(options) float64 { return 16 }, "16 MiB"},
@@ -163,7 +165,7 @@ func (r *result) figures() []string {
 	return []string{
 		fmt.Sprintf("insert phase %s (%.0f rows/s achieved of %.0f asked, %d transactions, failed attempts: %s, retried: %d); the last row reached Svix %s after the last insert",
 			secs(r.insertSecs), rate, r.o.rate, r.txs, errs, r.retries, secs(r.drainSecs)),
-		fmt.Sprintf("relay: peak RSS %.1f MiB, peak heap %.0f MiB (GC trace), %d warn and %d error log lines", r.peakRSS, r.peakHeap, r.warn, r.errs),
+		fmt.Sprintf("relay: peak RSS %.1f MiB, peak heap %.0f MiB (GC trace), %d warn and %d error log lines; this program (producers, fake Svix, checks): peak RSS %.1f MiB", r.peakRSS, r.peakHeap, r.warn, r.errs, r.selfPeakRSS),
 		fmt.Sprintf("10,000,000 rows at %.0f rows/s take %s of inserts; load average at the end %s", r.o.rate, secs(1e7/r.o.rate), relayproc.LoadAvg()),
 	}
 }
@@ -219,7 +221,7 @@ func (r *result) markdownText() string {
 		for _, x := range r.samples {
 			add(x.cells())
 		}
-	})
+	}, "phase")
 	b.WriteString("\n")
 	for _, l := range r.figures() {
 		fmt.Fprintf(&b, "- %s\n", l)
@@ -229,7 +231,7 @@ func (r *result) markdownText() string {
 		for _, f := range r.flatnesses() {
 			add(f.cells(r.o.tolerance))
 		}
-	})
+	}, "series", "flat")
 	fmt.Fprintf(&b, "\n```\n%s\n```\n", r.verdict())
 	return b.String()
 }
@@ -242,10 +244,16 @@ func headerNames() []string {
 	return out
 }
 
-func table(b *strings.Builder, header []string, rows func(add func([]string))) {
+// table writes a Markdown table; the columns named in left are aligned
+// left, the others (numbers) right.
+func table(b *strings.Builder, header []string, rows func(add func([]string)), left ...string) {
 	fmt.Fprintf(b, "| %s |\n|", strings.Join(header, " | "))
-	for range header {
-		b.WriteString("---:|")
+	for _, h := range header {
+		if slices.Contains(left, h) {
+			b.WriteString("---|")
+		} else {
+			b.WriteString("---:|")
+		}
 	}
 	b.WriteString("\n")
 	rows(func(cells []string) { fmt.Fprintf(b, "| %s |\n", strings.Join(cells, " | ")) })
