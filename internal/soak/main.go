@@ -85,7 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.relayBin, "relay-bin", "", "relay binary to run (default: go build ./cmd/relay into a temporary directory)")
 	fs.StringVar(&o.logLevel, "relay-log-level", "warn", "RELAY_LOG_LEVEL of the relay (info logs a line per delivery: gigabytes over 10M rows)")
 	fs.DurationVar(&o.svixLatency, "svix-latency", 0, "how long the fake Svix takes to answer each message")
-	fs.DurationVar(&o.svixMemory, "svix-memory", 5*time.Minute, "how long the fake Svix remembers a message, its eventId and idempotency key (bounds its memory; a resend after this is a new message, counted as a duplicate)")
+	fs.DurationVar(&o.svixMemory, "svix-memory", 3*time.Minute, "how long the fake Svix remembers a message, its eventId and idempotency key (bounds its memory; a resend after this is a new message, counted as a duplicate)")
 	fs.StringVar(&o.markdown, "markdown", "", "also write the result as Markdown to this file")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run's database for inspection")
 	fs.BoolVar(&o.requireFlat, "require-flat", false, "exit 1 when a series did not stay flat, too")

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -108,5 +109,28 @@ func TestSoakTiny(t *testing.T) {
 	}
 	if !strings.Contains(string(b), "| elapsed |") || !strings.Contains(string(b), "OK   900 rows") {
 		t.Errorf("markdown lacks the table or the verdict:\n%s", b)
+	}
+}
+
+func TestCheckFails(t *testing.T) {
+	t.Parallel()
+	ok := result{o: options{rows: 10}, counts: ledgerCounts{messages: 10, delivered: 10}}
+	ok.check()
+	if len(ok.problems) != 0 || !strings.HasPrefix(ok.verdict(), "OK") {
+		t.Fatalf("a clean run: problems %q, verdict %q", ok.problems, ok.verdict())
+	}
+	for name, r := range map[string]result{
+		"duplicate":    {counts: ledgerCounts{messages: 11, delivered: 10, duplicates: 1}},
+		"missing":      {counts: ledgerCounts{messages: 9, delivered: 9, missing: 1}},
+		"out of order": {counts: ledgerCounts{messages: 10, delivered: 10, outOfOrder: 1}},
+		"undelivered":  {counts: ledgerCounts{messages: 10, delivered: 10}, undelivered: 1},
+		"failed":       {counts: ledgerCounts{messages: 10, delivered: 10}, failed: 1},
+		"exit":         {counts: ledgerCounts{messages: 10, delivered: 10}, relayExit: errors.New("exit status 1")},
+	} {
+		r.o.rows = 10
+		r.check()
+		if len(r.problems) == 0 || !strings.HasPrefix(r.verdict(), "FAIL") {
+			t.Errorf("%s: problems %q, verdict %q; want a failure", name, r.problems, r.verdict())
+		}
 	}
 }
