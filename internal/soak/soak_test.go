@@ -134,3 +134,25 @@ func TestCheckFails(t *testing.T) {
 		}
 	}
 }
+
+func TestMarkdownThinsLongTables(t *testing.T) {
+	t.Parallel()
+	r := result{o: options{rows: 10, rate: 1, tolerance: 0.25}, insertSecs: 1}
+	for i := range 170 {
+		phase := "insert"
+		if i >= 160 {
+			phase = "drain"
+		}
+		r.samples = append(r.samples, sample{at: time.Duration(i+1) * time.Second, phase: phase, inserted: int64(i)})
+	}
+	md := r.markdownText()
+	rows := strings.Count(md, "| insert |") + strings.Count(md, "| drain |")
+	if rows < 20 || rows > markdownRows+2 {
+		t.Errorf("markdown holds %d of 170 rows, want about %d", rows, markdownRows)
+	}
+	for _, want := range []string{"| 2m40s | insert | 159 |", "| 2m50s | drain | 169 |", "Every 6th row of the 170 printed"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q (the last row of each phase, and what was left out):\n%s", want, md)
+		}
+	}
+}

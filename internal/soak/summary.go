@@ -216,10 +216,17 @@ func (r *result) markdownText() string {
 	for _, h := range r.header {
 		fmt.Fprintf(&b, "- %s\n", h)
 	}
+	step := (len(r.samples) + markdownRows - 1) / markdownRows
+	if step > 1 {
+		fmt.Fprintf(&b, "\nEvery %s row of the %d printed, and the last of each phase:\n", ordinal(step), len(r.samples))
+	}
 	b.WriteString("\n")
 	table(&b, headerNames(), func(add func([]string)) {
-		for _, x := range r.samples {
-			add(x.cells())
+		for i, x := range r.samples {
+			lastOfPhase := i == len(r.samples)-1 || r.samples[i+1].phase != x.phase
+			if (i+1)%step == 0 || lastOfPhase {
+				add(x.cells())
+			}
 		}
 	}, "phase")
 	b.WriteString("\n")
@@ -234,6 +241,25 @@ func (r *result) markdownText() string {
 	}, "series", "flat")
 	fmt.Fprintf(&b, "\n```\n%s\n```\n", r.verdict())
 	return b.String()
+}
+
+// markdownRows is about the most table rows the Markdown file holds: a
+// 10M-row run prints some 170.
+const markdownRows = 30
+
+func ordinal(n int) string {
+	switch {
+	case n%100 >= 11 && n%100 <= 13:
+		return strconv.Itoa(n) + "th"
+	case n%10 == 1:
+		return strconv.Itoa(n) + "st"
+	case n%10 == 2:
+		return strconv.Itoa(n) + "nd"
+	case n%10 == 3:
+		return strconv.Itoa(n) + "rd"
+	default:
+		return strconv.Itoa(n) + "th"
+	}
 }
 
 func headerNames() []string {
