@@ -25,17 +25,26 @@ import (
 //   - succession (a batch job, in the transaction that records its
 //     outcomes): the new head of each key whose row ended.
 //
-// Admission decides "not a head, its predecessor will claim it", and
-// succession decides "the next row is not numbered yet, admission will
-// claim it": each must see the other's committed writes, or a row could
-// be claimed by neither. So admission (and every path that hands a row
-// back) holds claimLock exclusively, and succession holds it shared: once
-// admission holds the lock, every outcome transaction has committed or has
-// not begun, and one that begins later sees admission's writes. The lock
-// is a transaction-level advisory lock: nothing on disk, and producers
-// never take it.
+// Admission decides "not a head: its predecessor will claim it", and
+// succession decides "the next row is not numbered yet: admission will
+// claim it". Admission takes no lock and waits for no outcome; succession
+// closes the gap after the fact. An outcome transaction reads the highest
+// commit_seq it can see before it looks for successors; once it has
+// committed, if the sequencer has handed out higher numbers since
+// (outbox_commit_seq moves before a step commits), it looks at its keys
+// again in a fresh snapshot (recheckSuccessors). A row numbered after the
+// first look is either numbered before the second one, which then sees
+// it, or its numbering commits after the outcome did, so admission (which
+// reads only committed numbers) sees its predecessor ended and claims it.
+//
+// A hand-back (a row behind an earlier undelivered row, put back after
+// it was claimed) decides "that earlier row's outcome will claim it" and
+// must be seen by that outcome's look: hand-backs hold claimLock
+// exclusively and succession holds it shared, so once a hand-back holds
+// the lock, every outcome transaction has committed or has not looked
+// yet. The lock is a transaction-level advisory lock: nothing on disk, and
+// producers and admission never take it. Hand-backs are rare (a replay).
 const claimLockSQL = `SELECT pg_advisory_xact_lock(hashtextextended('relay.outbox_claim', 'outbox'::regclass::oid::bigint))`
-const claimLockSharedSQL = `SELECT pg_advisory_xact_lock_shared(hashtextextended('relay.outbox_claim', 'outbox'::regclass::oid::bigint))`
 
 // Plans here must not depend on planner statistics: a table that grew from
 // small to large during an outage has stale ones. Row state is therefore
@@ -68,9 +77,6 @@ SELECT c.id, c.commit_seq,
          WHERE o.commit_seq > $1
          ORDER BY o.commit_seq
          LIMIT $2) c`
-
-// newRowsSQL says whether any row was numbered after $1.
-const newRowsSQL = `SELECT EXISTS (SELECT 1 FROM outbox WHERE commit_seq > $1)`
 
 // rescanSQL is admitSQL over every waiting row, whatever its number: rows
 // handed back (a replay, a job that vanished) sit below the watermark. It
@@ -207,7 +213,11 @@ type listenHandler struct{ r *Relay }
 func (h listenHandler) HandleNotification(_ context.Context, n *pgconn.Notification, _ *pgx.Conn) error {
 	switch {
 	case n.Channel == "outbox_sequenced":
-		h.r.feeder.poke()
+		// A step of this relay's own sequencer has poked the feeder
+		// already (OnSequenced).
+		if !h.r.seq.Own(n.PID) {
+			h.r.feeder.poke()
+		}
 	case n.Payload == "replay":
 		h.r.feeder.pokeRescan()
 	default:
@@ -278,43 +288,23 @@ type rescanPage struct {
 // admit runs one admission step: the next page of a rescan when page is
 // set, else the rows numbered after the watermark. It returns how many
 // rows it looked at.
+//
+// The decision (which rows are heads) is one statement on its own; only
+// when it finds heads does a transaction insert their job and mark them.
+// A row claimed meanwhile by another path stays with that claim (the
+// marking is guarded) and the new job finds nothing of its own.
 func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 	r := f.relay
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	tx, err := r.pool.Begin(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("begin claim: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
 
 	ordered, byEntity := r.cfg.Ordering != OrderOff, r.cfg.Ordering == OrderByEntity
-	if page == nil {
-		// Nothing numbered since the last look (the usual case while a
-		// backlog drains): no lock, no claim.
-		var more bool
-		if err := tx.QueryRow(ctx, newRowsSQL, f.watermark).Scan(&more); err != nil {
-			return 0, fmt.Errorf("look for newly numbered rows: %w", err)
-		}
-		if !more {
-			return 0, nil
-		}
-	}
-	// Only admission of newly numbered rows races the outcome
-	// transactions (see claimLockSQL). A rescan looks at rows numbered
-	// before it began, which every outcome transaction that could claim
-	// them already sees; its claims are guarded like any other.
-	if ordered && page == nil {
-		if _, err := tx.Exec(ctx, claimLockSQL); err != nil {
-			return 0, fmt.Errorf("take the claim lock: %w", err)
-		}
-	}
 	var heads []int64
 	seen := 0
 	high := f.watermark
 	var next rescanPage
 	if page != nil {
-		rows, err := tx.Query(ctx, rescanSQL, page.after, page.seen, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity)
+		rows, err := r.pool.Query(ctx, rescanSQL, page.after, page.seen, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity)
 		if err != nil {
 			return 0, fmt.Errorf("rescan waiting outbox rows: %w", err)
 		}
@@ -337,7 +327,7 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 			return 0, fmt.Errorf("rescan waiting outbox rows: %w", err)
 		}
 	} else {
-		rows, err := tx.Query(ctx, admitSQL, f.watermark, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity)
+		rows, err := r.pool.Query(ctx, admitSQL, f.watermark, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity)
 		if err != nil {
 			return 0, fmt.Errorf("claim outbox rows: %w", err)
 		}
@@ -355,11 +345,10 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 			return 0, fmt.Errorf("claim outbox rows: %w", err)
 		}
 	}
-	if err := r.claim(ctx, tx, heads); err != nil {
-		return 0, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("commit claim: %w", err)
+	if len(heads) > 0 {
+		if err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error { return r.claim(ctx, tx, heads) }); err != nil {
+			return 0, fmt.Errorf("claim outbox rows: %w", err)
+		}
 	}
 	if page != nil {
 		*page = next

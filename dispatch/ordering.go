@@ -62,10 +62,30 @@ SELECT h.id
         LIMIT 1) h
  WHERE h.enqueued_at IS NULL AND h.failed_at IS NULL AND h.commit_seq IS NOT NULL`
 
-// claimIntoSQL hands the next rows of a running job's keys to that job.
-const claimIntoSQL = `
-UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = $2
- WHERE o.id = ANY ($1::bigint[]) AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2
+// seenHighSQL takes the shared claim lock (see claimLockSQL) and returns
+// the highest commit_seq this transaction can see; the statement's
+// snapshot is taken before the lock is granted, so it sees no more than
+// the successor query that follows it.
+const seenHighSQL = `
+SELECT pg_advisory_xact_lock_shared(hashtextextended('relay.outbox_claim', 'outbox'::regclass::oid::bigint))::text,
+       (SELECT coalesce(max(commit_seq), 0) FROM outbox)`
+
+// recheckSQL is successorSQL once the outcome has committed, run only
+// when the sequencer handed out numbers above $5 (the highest the outcome
+// transaction saw) since: the sequence moves before a step commits, so
+// when it has not moved, every row numbered later commits after the
+// outcome and admission claims it.
+const recheckSQL = successorSQL + `
+   AND (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM outbox_commit_seq) > $5`
+
+// claimSuccessorsIntoSQL is successorSQL claiming the rows it finds into
+// the running job $5 in the same statement.
+const claimSuccessorsIntoSQL = `
+WITH h AS (` + successorSQL + `
+)
+UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = $5
+  FROM h
+ WHERE o.id = h.id AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2
 RETURNING o.id`
 
 // demote hands back rows behind an undelivered earlier row of their key
@@ -97,50 +117,87 @@ func (r *Relay) demote(ctx context.Context, jobID int64, ids []int64) ([]int64, 
 	return heads, nil
 }
 
-// claimSuccessors claims the next row of every key whose row ended in
-// rows (the rows whose outcome was applied): into job jobID when keep is
-// set, returning their ids, else into a new job. It runs in the recording
-// transaction tx.
-func (r *Relay) claimSuccessors(ctx context.Context, tx pgx.Tx, jobID int64, rows []*batchRow, keep bool) ([]int64, error) {
-	var apps, assets, entities []string
+// endedKeys are the ordering keys of rows whose outcome ended them, and
+// the highest commit_seq the outcome transaction saw before it looked for
+// their next rows.
+type endedKeys struct {
+	apps, assets, entities []string
+	seenHigh               int64
+}
+
+// queueSuccessors queues, behind the recording of rows' outcomes in the
+// same transaction, the claim of the next row of every key whose row
+// ended: into job jobID when keep is set, else only found (the caller
+// claims them into a new job). It returns the keys (nil when no row
+// ended), which readSuccessors reads the answers for and which go to
+// recheckSuccessors once the transaction has committed.
+//
+// Keys are taken from the attempts, whether or not their outcome applies
+// (it does not when another run of the job recorded the row first):
+// claiming a key's current head is right whoever ended the row before it.
+func (r *Relay) queueSuccessors(batch *pgx.Batch, jobID int64, rows []*batchRow, keep bool) *endedKeys {
+	var k endedKeys
 	for _, b := range rows {
 		if b.res.kind == rowDelivered || b.res.kind == rowFailed && !r.cfg.BlockOnFailure {
-			apps = append(apps, b.appID)
-			assets = append(assets, b.assetID)
-			entities = append(entities, r.entityKey(b))
+			k.apps = append(k.apps, b.appID)
+			k.assets = append(k.assets, b.assetID)
+			k.entities = append(k.entities, r.entityKey(b))
 		}
 	}
-	if len(apps) == 0 {
-		return nil, nil
+	if len(k.apps) == 0 {
+		return nil
 	}
-	// The claim lock (see claimLockSQL) guards only the decision below, so
-	// it is taken here, not at the start of the outcome transaction: the
-	// outcomes are written without holding admission back, and the query
-	// below, whose snapshot is taken once the lock is held, sees every
-	// admission and hand-back committed before it.
-	if _, err := tx.Exec(ctx, claimLockSharedSQL); err != nil {
+	// The claim lock guards only the decision below, so it is taken here,
+	// not at the start of the outcome transaction: the outcomes are
+	// written without holding a hand-back back, and the query below, whose
+	// snapshot is taken once the lock is held, sees every hand-back
+	// committed before it.
+	batch.Queue(seenHighSQL)
+	if keep {
+		batch.Queue(claimSuccessorsIntoSQL, k.apps, k.assets, k.entities, r.cfg.BlockOnFailure, jobID)
+	} else {
+		batch.Queue(successorSQL, k.apps, k.assets, k.entities, r.cfg.BlockOnFailure)
+	}
+	return &k
+}
+
+// readSuccessors reads what queueSuccessors queued: the rows claimed into
+// the job, or found for a new one.
+func (r *Relay) readSuccessors(br pgx.BatchResults, jobID int64, k *endedKeys) ([]int64, error) {
+	var lock string
+	if err := br.QueryRow().Scan(&lock, &k.seenHigh); err != nil {
 		return nil, fmt.Errorf("take the claim lock: %w", err)
 	}
-	res, err := tx.Query(ctx, successorSQL, apps, assets, entities, r.cfg.BlockOnFailure)
+	res, err := br.Query()
 	if err != nil {
-		return nil, fmt.Errorf("find the next rows of batch job %d's keys: %w", jobID, err)
+		return nil, fmt.Errorf("claim the next rows of batch job %d's keys: %w", jobID, err)
 	}
 	heads, err := pgx.CollectRows(res, pgx.RowTo[int64])
 	if err != nil {
-		return nil, fmt.Errorf("find the next rows of batch job %d's keys: %w", jobID, err)
-	}
-	if !keep {
-		return nil, r.claim(ctx, tx, heads)
-	}
-	res, err = tx.Query(ctx, claimIntoSQL, heads, jobID)
-	if err != nil {
 		return nil, fmt.Errorf("claim the next rows of batch job %d's keys: %w", jobID, err)
 	}
-	kept, err := pgx.CollectRows(res, pgx.RowTo[int64])
-	if err != nil {
-		return nil, fmt.Errorf("claim the next rows of batch job %d's keys: %w", jobID, err)
+	return heads, nil
+}
+
+// recheckSuccessors looks again, after the outcome transaction committed,
+// for the next rows of its keys that were numbered while it ran (see
+// claimLockSQL), and claims them into a new job. A failure is logged: the
+// rows wait for the next rescan.
+func (r *Relay) recheckSuccessors(ctx context.Context, k *endedKeys) {
+	if k == nil {
+		return
 	}
-	return kept, nil
+	res, err := r.pool.Query(ctx, recheckSQL, k.apps, k.assets, k.entities, r.cfg.BlockOnFailure, k.seenHigh)
+	if err == nil {
+		var heads []int64
+		heads, err = pgx.CollectRows(res, pgx.RowTo[int64])
+		if err == nil && len(heads) > 0 {
+			err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error { return r.claim(ctx, tx, heads) })
+		}
+	}
+	if err != nil && ctx.Err() == nil {
+		r.log.Warn("claiming the next rows of ended rows' keys failed; they wait for the next rescan", zap.Error(err))
+	}
 }
 
 func (r *Relay) entityKey(b *batchRow) string {

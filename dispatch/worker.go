@@ -331,19 +331,22 @@ func (r *Relay) attempt(ctx context.Context, job *river.Job[BatchArgs], b *batch
 // record writes the batch's outcomes, moves rows still in flight to retry
 // jobs, claims the next row of every key whose row ended (into this job
 // when keep is set, and returns their ids; else into a new job), and
-// completes the job when it has nothing left: one transaction.
+// completes the job when it has nothing left: one transaction. Once it
+// has committed, the next rows of those keys numbered meanwhile are
+// claimed too (recheckSuccessors).
 func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) ([]int64, error) {
-	next, err := r.recordTx(ctx, job, rows, keep)
+	next, ended, err := r.recordTx(ctx, job, rows, keep)
 	if err != nil {
 		return nil, err
 	}
+	r.recheckSuccessors(ctx, ended)
 	return next, nil
 }
 
-func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) (kept []int64, _ error) {
+func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) (kept []int64, ended *endedKeys, _ error) {
 	tx, err := r.pool.Begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("begin recording batch job %d: %w", job.ID, err)
+		return nil, nil, fmt.Errorf("begin recording batch job %d: %w", job.ID, err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
 
@@ -374,7 +377,7 @@ func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []
 		}
 		results, err := r.client.InsertManyTx(ctx, tx, params)
 		if err != nil {
-			return nil, fmt.Errorf("insert retry jobs of batch job %d: %w", job.ID, err)
+			return nil, nil, fmt.Errorf("insert retry jobs of batch job %d: %w", job.ID, err)
 		}
 		for i, res := range results {
 			for _, b := range order[i] {
@@ -390,9 +393,18 @@ func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []
 		ids[i], kinds[i], msgIDs[i], errs[i] = b.id, string(b.res.kind), b.res.msgID, b.res.errText
 		counted[i], sent[i], sentAt[i], next[i] = b.res.counted, b.res.sent, b.res.sentAt, nextJob[b]
 	}
-	res, err := tx.Query(ctx, recordSQL, ids, kinds, msgIDs, errs, counted, sent, sentAt, next, job.ID)
+	// The outcomes and, with ordering on, the claim of the next row of
+	// each key whose row ended go in one round trip.
+	batch := &pgx.Batch{}
+	batch.Queue(recordSQL, ids, kinds, msgIDs, errs, counted, sent, sentAt, next, job.ID)
+	if r.cfg.Ordering != OrderOff {
+		ended = r.queueSuccessors(batch, job.ID, rows, keep)
+	}
+	br := tx.SendBatch(ctx, batch)
+	res, err := br.Query()
 	if err != nil {
-		return nil, fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
+		br.Close()
+		return nil, nil, fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
 	}
 	type applied struct {
 		attempts int
@@ -405,29 +417,32 @@ func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []
 		done[id] = a
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
+		br.Close()
+		return nil, nil, fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
 	}
-
-	// The next row of each key whose row ended goes now.
-	if r.cfg.Ordering != OrderOff {
-		ended := make([]*batchRow, 0, len(rows))
-		for _, b := range rows {
-			if _, ok := done[b.id]; ok {
-				ended = append(ended, b)
-			}
+	var heads []int64
+	if ended != nil {
+		if heads, err = r.readSuccessors(br, job.ID, ended); err != nil {
+			br.Close()
+			return nil, nil, err
 		}
-		if kept, err = r.claimSuccessors(ctx, tx, job.ID, ended, keep); err != nil {
-			return nil, err
-		}
+	}
+	if err := br.Close(); err != nil {
+		return nil, nil, fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
+	}
+	if keep {
+		kept = heads
+	} else if err := r.claim(ctx, tx, heads); err != nil {
+		return nil, nil, err
 	}
 
 	if len(kept) == 0 {
 		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
-			return nil, fmt.Errorf("complete batch job %d: %w", job.ID, err)
+			return nil, nil, fmt.Errorf("complete batch job %d: %w", job.ID, err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("commit outcomes of batch job %d: %w", job.ID, err)
+		return nil, nil, fmt.Errorf("commit outcomes of batch job %d: %w", job.ID, err)
 	}
 
 	// Only outcomes that were applied are counted and logged.
@@ -438,7 +453,7 @@ func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []
 		}
 		r.report(b, a.attempts, a.lag)
 	}
-	return kept, nil
+	return kept, ended, nil
 }
 
 // report logs and counts one applied outcome.

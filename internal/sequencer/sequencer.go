@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -75,6 +76,9 @@ type Sequencer struct {
 	cfg  Config
 	log  *zap.Logger
 	wake chan struct{}
+
+	mu    sync.Mutex
+	steps map[uint32]time.Time // backend pid -> when a step of ours last began on it
 }
 
 // New returns a Sequencer for the outbox in pool's search_path. Zero
@@ -84,7 +88,35 @@ func New(pool *pgxpool.Pool, cfg Config) (*Sequencer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Sequencer{pool: pool, cfg: cfg, log: cfg.Logger.Named("sequencer"), wake: make(chan struct{}, 1)}, nil
+	return &Sequencer{pool: pool, cfg: cfg, log: cfg.Logger.Named("sequencer"), wake: make(chan struct{}, 1),
+		steps: map[uint32]time.Time{}}, nil
+}
+
+// Own reports whether a notification on outbox_sequenced sent by backend
+// pid comes from a step of this Sequencer, whose OnSequenced has run or
+// is about to: its owner need not act on it again. It answers from the
+// connections its steps ran on within the last StepTimeout, so a foreign
+// step is taken for its own only if the server reused one of those pids
+// that soon.
+func (s *Sequencer) Own(pid uint32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.steps[pid]
+	return ok && time.Since(at) < s.cfg.StepTimeout
+}
+
+func (s *Sequencer) stepOn(pid uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	s.steps[pid] = now
+	if len(s.steps) > 64 {
+		for p, at := range s.steps {
+			if now.Sub(at) >= s.cfg.StepTimeout {
+				delete(s.steps, p)
+			}
+		}
+	}
 }
 
 // Wake asks for a step soon; it never blocks.
@@ -117,8 +149,14 @@ func (s *Sequencer) Step(ctx context.Context) (int, error) {
 func (s *Sequencer) step(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StepTimeout)
 	defer cancel()
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("number committed outbox rows: %w", err)
+	}
+	defer conn.Release()
+	s.stepOn(conn.Conn().PgConn().PID())
 	var n int
-	if err := s.pool.QueryRow(ctx, sequenceSQL, s.cfg.Batch).Scan(&n); err != nil {
+	if err := conn.QueryRow(ctx, sequenceSQL, s.cfg.Batch).Scan(&n); err != nil {
 		return 0, fmt.Errorf("number committed outbox rows: %w", err)
 	}
 	return n, nil

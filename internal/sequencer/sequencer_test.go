@@ -98,6 +98,53 @@ func TestSequencer(t *testing.T) {
 		}
 	})
 
+	t.Run("OwnKnowsItsStepsNotifications", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.Pool(t)
+		s := newSequencer(t, pool, sequencer.Config{})
+		listener, err := pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer listener.Release()
+		if _, err := listener.Exec(ctx, `LISTEN outbox_sequenced`); err != nil {
+			t.Fatal(err)
+		}
+		next := func() *pgconn.Notification {
+			t.Helper()
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			n, err := listener.Conn().WaitForNotification(wctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+
+		insert(t, ctx, pool, "own")
+		if n, err := s.Step(ctx); err != nil || n != 1 {
+			t.Fatalf("step: n = %d, err = %v; want 1, nil", n, err)
+		}
+		if n := next(); !s.Own(n.PID) {
+			t.Errorf("the notification of its own step (pid %d) is not taken for its own", n.PID)
+		}
+
+		// A step of another process (another relay, relay serve), on a
+		// connection of its own.
+		other, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig.Copy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close(ctx)
+		insert(t, ctx, pool, "foreign")
+		if _, err := other.Exec(ctx, `SELECT outbox_sequence()`); err != nil {
+			t.Fatal(err)
+		}
+		if n := next(); n.PID != other.PgConn().PID() || s.Own(n.PID) {
+			t.Errorf("the notification of another process's step (pid %d, from %d) is taken for its own", other.PgConn().PID(), n.PID)
+		}
+	})
+
 	t.Run("OneStepNumbersInIdOrder", func(t *testing.T) {
 		t.Parallel()
 		pool := pgtest.Pool(t)
