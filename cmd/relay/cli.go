@@ -116,6 +116,15 @@ const applicationName = "relay"
 
 // pool opens the database named by DATABASE_URL (maxConns 0: pgx's default).
 func (g *Globals) pool(ctx context.Context, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := g.poolConfig(maxConns)
+	if err != nil {
+		return nil, err
+	}
+	return openPool(ctx, cfg)
+}
+
+// poolConfig parses DATABASE_URL into a pool configuration.
+func (g *Globals) poolConfig(maxConns int32) (*pgxpool.Config, error) {
 	if g.DatabaseURL == "" {
 		return nil, usagef("DATABASE_URL (--database-url) is required: a PostgreSQL URL such as postgres://user@localhost:5432/db")
 	}
@@ -132,6 +141,10 @@ func (g *Globals) pool(ctx context.Context, maxConns int32) (*pgxpool.Pool, erro
 	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
 		cfg.ConnConfig.RuntimeParams["application_name"] = applicationName
 	}
+	return cfg, nil
+}
+
+func openPool(ctx context.Context, cfg *pgxpool.Config) (*pgxpool.Pool, error) {
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to database: %w", err)

@@ -96,7 +96,7 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 		defer stop()
 	}
 
-	pool, err := g.pool(ctx, c.DBMaxConns)
+	pool, err := g.servicePool(ctx, c.DBMaxConns, !c.PollOnly, "RELAY_POLL_ONLY", log)
 	if err != nil {
 		return err
 	}
