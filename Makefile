@@ -13,6 +13,7 @@ export PATH := $(PATH):/usr/local/go/bin
 GO        ?= go
 WITH_PG   := scripts/with-postgres.sh
 WITH_CHROMIUM := scripts/with-chromium.sh
+WITH_PGBOUNCER := scripts/with-pgbouncer.sh
 PKG       ?= ./...
 TESTFLAGS ?=
 TIMEOUT   ?= 15m
@@ -37,15 +38,15 @@ build: ## Build the relay binary into bin/relay
 	$(GO) build -o bin/relay ./cmd/relay
 
 .PHONY: test
-test: ## Run the tests with -race against real PostgreSQL and headless Chromium (PKG, TESTFLAGS, TIMEOUT)
-	$(WITH_CHROMIUM) $(WITH_PG) $(GO) test -race -count=1 -timeout $(TIMEOUT) $(TESTFLAGS) $(PKG)
+test: ## Run the tests with -race against real PostgreSQL, PgBouncer and headless Chromium (PKG, TESTFLAGS, TIMEOUT)
+	$(WITH_CHROMIUM) $(WITH_PGBOUNCER) $(WITH_PG) $(GO) test -race -count=1 -timeout $(TIMEOUT) $(TESTFLAGS) $(PKG)
 
 .PHONY: test-race
 test-race: test ## Same as test: the suite always runs with -race
 
 .PHONY: test-short
 test-short: ## Quick loop: tests with -short, no -race, still real PostgreSQL
-	$(WITH_PG) $(GO) test -short -count=1 -timeout $(TIMEOUT) $(TESTFLAGS) $(PKG)
+	$(WITH_PGBOUNCER) $(WITH_PG) $(GO) test -short -count=1 -timeout $(TIMEOUT) $(TESTFLAGS) $(PKG)
 
 PROMTOOL  ?= promtool
 RULES     := deploy/prometheus/relay-rules.yml

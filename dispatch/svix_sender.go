@@ -96,6 +96,9 @@ func (s *SvixSender) Send(ctx context.Context, msg Message) (Sent, error) {
 	box := new(retryAfterBox)
 	out, err := s.client.Message.Create(withRetryAfterBox(ctx, box), app, in, &svix.MessageCreateOptions{IdempotencyKey: &key})
 	if err == nil {
+		if err := collision(msg, out); err != nil {
+			return Sent{}, err
+		}
 		return Sent{MessageID: out.Id}, nil
 	}
 	if classified := classify(ctx, err, box); !isConflict(err) {
@@ -105,7 +108,49 @@ func (s *SvixSender) Send(ctx context.Context, msg Message) (Sent, error) {
 	if err != nil {
 		return Sent{}, fmt.Errorf("look up message by eventId after 409: %w", classify(ctx, err, box))
 	}
+	if err := collision(msg, got); err != nil {
+		return Sent{}, err
+	}
 	return Sent{MessageID: got.Id, Duplicate: true}, nil
+}
+
+// collision refuses a message Svix holds under msg's key that is not msg's
+// event: another event type, entity or asset. Keys are unique within one
+// outbox, so this is another database's row with the same id, created_at
+// and app id (two shards sharing a Svix application, or a restored copy):
+// recording it as msg's delivery would lose msg without a trace. The row
+// fails instead (a replay keeps its key, so it stays failed until the
+// operator sorts the app ids out). After a 409 the looked-up message carries its payload; a create's
+// answer carries only its event type (the Svix client fills in the payload
+// sent), so within Svix's idempotency window a replayed answer of the same
+// type cannot be told apart.
+func collision(msg Message, out *models.MessageOut) error {
+	if out == nil {
+		return nil
+	}
+	var held struct {
+		Data *struct {
+			EntityID string `json:"entity_id"`
+			AssetID  string `json:"asset_id"`
+		} `json:"data"`
+	}
+	raw, err := json.Marshal(out.Payload)
+	if err != nil || json.Unmarshal(raw, &held) != nil || held.Data == nil {
+		return nil
+	}
+	var ours struct {
+		EntityID string `json:"entity_id"`
+		AssetID  string `json:"asset_id"`
+	}
+	if json.Unmarshal(msg.Data, &ours) != nil {
+		return nil
+	}
+	if out.EventType == msg.EventType && held.Data.EntityID == ours.EntityID && held.Data.AssetID == ours.AssetID {
+		return nil
+	}
+	return &PermanentError{Code: "key_collision", Detail: fmt.Sprintf(
+		"svix holds message %s (%s, entity %q) under this row's key: a row of another outbox with the same app id, id and created_at (a second database sharing the Svix application?): give each database its own app ids",
+		out.Id, out.EventType, held.Data.EntityID)}
 }
 
 // Lookup gets the message by its eventId (the row's key).

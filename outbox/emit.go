@@ -43,7 +43,10 @@ func Emit(ctx context.Context, tx Executor, ev Event) (int64, error) {
 		return 0, err
 	}
 	var id int64
-	if err := tx.QueryRow(ctx, insertSQL, ev.AppID, string(ev.Type), []byte(ev.Data)).Scan(&id); err != nil {
+	// data goes as a string, cast by the SQL: a []byte would be sent as
+	// bytea in pgx's exec and simple protocol modes, which producers behind
+	// PgBouncer in transaction pooling mode use.
+	if err := tx.QueryRow(ctx, insertSQL, ev.AppID, string(ev.Type), string(ev.Data)).Scan(&id); err != nil {
 		return 0, fmt.Errorf("insert outbox row: %w", fromPgError(err))
 	}
 	return id, nil
@@ -58,12 +61,13 @@ func EmitBatch(ctx context.Context, tx Executor, evs []Event) ([]int64, error) {
 	}
 	apps := make([]string, len(evs))
 	types := make([]string, len(evs))
-	datas := make([][]byte, len(evs))
+	datas := make([]string, len(evs)) // strings, as in Emit
+
 	for i, ev := range evs {
 		if err := validate(ev, true); err != nil {
 			return nil, fmt.Errorf("event %d: %w", i, err)
 		}
-		apps[i], types[i], datas[i] = ev.AppID, string(ev.Type), ev.Data
+		apps[i], types[i], datas[i] = ev.AppID, string(ev.Type), string(ev.Data)
 	}
 	rows, err := tx.Query(ctx, insertManySQL, apps, types, datas)
 	if err != nil {

@@ -37,6 +37,8 @@ type Globals struct {
 	DatabaseURL string `name:"database-url" env:"DATABASE_URL" placeholder:"URL" help:"PostgreSQL connection URL; set search_path in it (?search_path=relay) to keep the relay out of public."`
 	LogFormat   string `name:"log-format" env:"RELAY_LOG_FORMAT" default:"json" help:"Log format: json or console."`
 	LogLevel    string `name:"log-level" env:"RELAY_LOG_LEVEL" default:"info" help:"Log level: debug, info, warn or error."`
+	// DatabaseLabel tells the relays of a sharded product apart.
+	DatabaseLabel string `name:"database-label" env:"RELAY_DATABASE_LABEL" placeholder:"NAME" help:"Name of the database in the label database of every metric and the field database of every log line, to tell one relay deployment per database apart; default: the database name in DATABASE_URL."`
 }
 
 // usageError is a missing or invalid setting: exit code 2.
@@ -60,7 +62,7 @@ func (g *Globals) Validate() error {
 	case g.LogLevel != "debug" && g.LogLevel != "info" && g.LogLevel != "warn" && g.LogLevel != "error":
 		return usagef("RELAY_LOG_LEVEL (--log-level) must be debug, info, warn or error, got %q", g.LogLevel)
 	}
-	return nil
+	return g.checkDatabaseLabel()
 }
 
 // parse parses args; commands receive ctx as their context.Context. opts
@@ -107,7 +109,7 @@ func (g *Globals) logger() (*zap.Logger, error) {
 	if err != nil {
 		return nil, usagef("%v", err)
 	}
-	return log, nil
+	return g.withDatabaseField(log), nil
 }
 
 // applicationName is the application_name of the relay's connections when
@@ -116,6 +118,15 @@ const applicationName = "relay"
 
 // pool opens the database named by DATABASE_URL (maxConns 0: pgx's default).
 func (g *Globals) pool(ctx context.Context, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := g.poolConfig(maxConns)
+	if err != nil {
+		return nil, err
+	}
+	return openPool(ctx, cfg)
+}
+
+// poolConfig parses DATABASE_URL into a pool configuration.
+func (g *Globals) poolConfig(maxConns int32) (*pgxpool.Config, error) {
 	if g.DatabaseURL == "" {
 		return nil, usagef("DATABASE_URL (--database-url) is required: a PostgreSQL URL such as postgres://user@localhost:5432/db")
 	}
@@ -132,6 +143,10 @@ func (g *Globals) pool(ctx context.Context, maxConns int32) (*pgxpool.Pool, erro
 	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
 		cfg.ConnConfig.RuntimeParams["application_name"] = applicationName
 	}
+	return cfg, nil
+}
+
+func openPool(ctx context.Context, cfg *pgxpool.Config) (*pgxpool.Pool, error) {
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to database: %w", err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mediaplatform/relay/internal/pgtest"
@@ -124,7 +125,8 @@ func TestDeliver(t *testing.T) {
 		t.Errorf("the big integer did not arrive digit for digit: %s", m.Payload)
 	}
 
-	// The counter is bumped after the row is written: poll.
+	// The counter is bumped after the row is written: poll. Every metric
+	// carries the database label (the database name by default).
 	var metrics string
 	waitFor(t, 10*time.Second, "relay_deliveries_total for every event type", func() bool {
 		var code int
@@ -133,12 +135,23 @@ func TestDeliver(t *testing.T) {
 			return false
 		}
 		for _, ev := range events {
-			if !strings.Contains(metrics, fmt.Sprintf(`relay_deliveries_total{event_type=%q,outcome="delivered"} 1`, ev.typ)) {
+			if !strings.Contains(metrics, fmt.Sprintf(`relay_deliveries_total{database=%q,event_type=%q,outcome="delivered"} 1`, dbName(t, b.schema.URL), ev.typ)) {
 				return false
 			}
 		}
 		return true
 	})
+}
+
+// dbName is the name of the database url connects to: the relay's
+// database label when RELAY_DATABASE_LABEL is unset.
+func dbName(t *testing.T, url string) string {
+	t.Helper()
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Database
 }
 
 // canonicalJSON re-encodes a JSON value with sorted keys and numbers kept

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mediaplatform/relay/internal/pooler"
 	"github.com/mediaplatform/relay/schema"
 )
 
@@ -40,7 +41,33 @@ func (m *MigrateCmd) open(ctx context.Context, g *Globals) (*pgxpool.Pool, error
 		pool.Close()
 		return nil, err
 	}
+	if err := refusePooler(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
 	return pool, nil
+}
+
+// refusePooler refuses a DATABASE_URL that goes through a connection
+// pooler: migrations hold a session advisory lock from one statement to
+// the next (which transaction pooling would take on one server connection
+// and leave held there, or release on another) and run DDL that belongs
+// on a connection of its own. relay migrate connects to PostgreSQL
+// directly, whatever relay run and the producers use.
+func refusePooler(ctx context.Context, pool *pgxpool.Pool) error {
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	rep, err := pooler.Probe(pctx, pool.Config().ConnConfig)
+	if err != nil {
+		return err
+	}
+	if err := checkSearchPath(pool.Config().ConnConfig, rep); err != nil {
+		return err
+	}
+	if rep.Pooler {
+		return usagef("DATABASE_URL goes through a connection pooler (PgBouncer or the like: the server's backend differs from the connection's): relay migrate holds a session advisory lock across statements and must connect to PostgreSQL directly; give it the direct URL")
+	}
+	return nil
 }
 
 // waitForDatabase pings the database every half second until it answers,

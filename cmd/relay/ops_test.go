@@ -354,7 +354,7 @@ func TestOpsHTTP(t *testing.T) {
 	const user, password = "oncall", "correct-horse-battery"
 	addr := freeAddr(t)
 	p := start(t, "relay run", runEnv(b.schema.URL, b.fake, "RELAY_HTTP_ADDR="+addr,
-		"RELAY_RIVERUI_USER="+user, "RELAY_RIVERUI_PASSWORD="+password), "run")
+		"RELAY_RIVERUI_USER="+user, "RELAY_RIVERUI_PASSWORD="+password, "RELAY_DATABASE_LABEL=shard-eu-1"), "run")
 	p.waitReady(t)
 	insertRows(t, b.pool, 5, 5)
 	waitDelivered(t, b.pool, 5, 30*time.Second)
@@ -383,20 +383,26 @@ func TestOpsHTTP(t *testing.T) {
 			t.Fatalf("GET /metrics: %d", code)
 		}
 		for _, want := range []string{
-			`relay_deliveries_total{event_type="render.completed",outcome="delivered"} 5`,
-			`relay_svix_request_duration_seconds_count{outcome="ok"} 5`,
-			`relay_delivery_lag_seconds_count 5`,
-			"relay_rows_pending ",
-			"relay_rows_in_flight ",
-			"relay_rows_failed ",
-			"relay_oldest_undelivered_age_seconds ",
-			"relay_rate_limit_waits_total ",
-			"relay_ready 1",
-			"go_goroutines ",
-			"process_resident_memory_bytes ",
+			`relay_deliveries_total{database="shard-eu-1",event_type="render.completed",outcome="delivered"} 5`,
+			`relay_svix_request_duration_seconds_count{database="shard-eu-1",outcome="ok"} 5`,
+			`relay_delivery_lag_seconds_count{database="shard-eu-1"} 5`,
+			`relay_rows_pending{database="shard-eu-1"} `,
+			`relay_rows_in_flight{database="shard-eu-1"} `,
+			`relay_rows_failed{database="shard-eu-1"} `,
+			`relay_oldest_undelivered_age_seconds{database="shard-eu-1"} `,
+			`relay_rate_limit_waits_total{database="shard-eu-1"} `,
+			`relay_ready{database="shard-eu-1"} 1`,
+			`go_goroutines{database="shard-eu-1"} `,
+			`process_resident_memory_bytes{database="shard-eu-1"} `,
 		} {
 			if !strings.Contains(body, want) {
 				t.Errorf("/metrics lacks %q", want)
+			}
+		}
+		// Every sample carries the label (RELAY_DATABASE_LABEL).
+		for line := range strings.Lines(body) {
+			if !strings.HasPrefix(line, "#") && !strings.Contains(line, `database="shard-eu-1"`) {
+				t.Errorf("/metrics sample without the database label: %s", line)
 			}
 		}
 	})
@@ -405,6 +411,9 @@ func TestOpsHTTP(t *testing.T) {
 	t.Run("Logs", func(t *testing.T) {
 		river, delivered := 0, 0
 		for _, l := range p.logLines() {
+			if l["database"] != "shard-eu-1" {
+				t.Errorf("log line without database \"shard-eu-1\": %v", l)
+			}
 			if l["logger"] == "river" {
 				river++
 			}

@@ -96,7 +96,7 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 		defer stop()
 	}
 
-	pool, err := g.pool(ctx, c.DBMaxConns)
+	pool, err := g.servicePool(ctx, c.DBMaxConns, !c.PollOnly, "RELAY_POLL_ONLY", log)
 	if err != nil {
 		return err
 	}
@@ -110,7 +110,8 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metricsReg := g.labelledRegisterer(reg) // every metric carries database="..."
+	metricsReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	relay, err := dispatch.New(pool, sender, dispatch.Config{
 		Concurrency:     c.Concurrency,
 		BatchSize:       c.BatchSize,
@@ -130,14 +131,14 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 		PruneInterval:   c.PruneInterval,
 		PruneBatch:      c.PruneBatch,
 		Logger:          log,
-		Metrics:         dispatch.NewMetrics(reg),
+		Metrics:         dispatch.NewMetrics(metricsReg),
 	})
 	if err != nil {
 		return usagef("%v", err)
 	}
 
 	if c.HTTPAddr != "" {
-		srvCfg, err := c.withOps(ctx, server.Config{Addr: c.HTTPAddr, Ready: relay.Ready, Gatherer: reg, Logger: log}, relay, reg, log)
+		srvCfg, err := c.withOps(ctx, server.Config{Addr: c.HTTPAddr, Ready: relay.Ready, Gatherer: reg, Logger: log}, relay, metricsReg, log)
 		if err != nil {
 			return err
 		}

@@ -80,7 +80,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer log.Sync() //nolint:errcheck // stderr
-	pool, err := g.pool(ctx, c.DBMaxConns)
+	pool, err := g.servicePool(ctx, c.DBMaxConns, c.Live.LiveSecret != "" && !c.Live.LivePollOnly, "RELAY_LIVE_POLL_ONLY", log)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,7 @@ func TestSettings(t *testing.T) {
 			{"RescueNotAboveJobTimeout", []string{db, "SVIX_AUTH_TOKEN=" + secretToken, "RELAY_RESCUE_AFTER=10s"}, []string{"run"}, []string{"RELAY_RESCUE_AFTER"}},
 			{"BackoffMinAboveMax", []string{db, "SVIX_AUTH_TOKEN=" + secretToken, "RELAY_BACKOFF_MIN=2s", "RELAY_BACKOFF_MAX=1s"}, []string{"run"}, []string{"RELAY_BACKOFF_MIN", "RELAY_BACKOFF_MAX"}},
 			{"LogFormat", []string{db, "SVIX_AUTH_TOKEN=" + secretToken, "RELAY_LOG_FORMAT=xml"}, []string{"run"}, []string{"RELAY_LOG_FORMAT|--log-format", "xml"}},
+			{"DatabaseLabelNotPrintable", []string{db, "SVIX_AUTH_TOKEN=" + secretToken, "RELAY_DATABASE_LABEL=eu\x01"}, []string{"run"}, []string{"RELAY_DATABASE_LABEL"}},
 			{"BadSvixServerURL", []string{db, "SVIX_AUTH_TOKEN=" + secretToken, "SVIX_SERVER_URL=not a url"}, []string{"run"}, []string{"SVIX_SERVER_URL"}},
 		}
 		for _, tt := range tests {
