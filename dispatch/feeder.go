@@ -69,6 +69,14 @@ SELECT c.id, c.commit_seq,
          ORDER BY o.commit_seq
          LIMIT $2) c`
 
+// noSortSQL makes the admission transaction read its ORDER BY ... LIMIT
+// through a Merge Append of one index scan per partition of the outbox,
+// which stops after LIMIT rows, never a Sort of everything after the
+// watermark: planner statistics that call the current partition small
+// (taken before a backlog grew in it) would otherwise pick the Sort, since
+// an empty partition's scan costs nothing. The queries have no other sort.
+const noSortSQL = `SET LOCAL enable_sort = off`
+
 // newRowsSQL says whether any row was numbered after $1.
 const newRowsSQL = `SELECT EXISTS (SELECT 1 FROM outbox WHERE commit_seq > $1)`
 
@@ -289,6 +297,9 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
 
 	ordered, byEntity := r.cfg.Ordering != OrderOff, r.cfg.Ordering == OrderByEntity
+	if _, err := tx.Exec(ctx, noSortSQL); err != nil {
+		return 0, fmt.Errorf("begin claim: %w", err)
+	}
 	if page == nil {
 		// Nothing numbered since the last look (the usual case while a
 		// backlog drains): no lock, no claim.

@@ -17,7 +17,7 @@ import (
 // or in-flight rows is kept. The SQL functions named here are the schema's.
 
 // partitionsSQL lists the partitions and what keeps each from being
-// dropped for a cutoff ('' when nothing does).
+// dropped for a cutoff (” when nothing does).
 const partitionsSQL = `
 SELECT partition::text, from_time, to_time, rows_estimate, coalesce(blocker, '')
   FROM outbox_partition_blockers($1)`
