@@ -2,8 +2,11 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"time"
 
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -87,6 +90,12 @@ func (r *Relay) ensurePartitions(ctx context.Context) {
 	defer cancel()
 	var made int
 	if err := r.pool.QueryRow(ctx, createPartitionsSQL).Scan(&made); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UndefinedFunction {
+			// The schema is older than migration 00008 (relay migrate
+			// has not run yet): nothing is partitioned.
+			return
+		}
 		if ctx.Err() == nil {
 			r.log.Error("create outbox partitions ahead failed; producers' INSERTs fail once none is left", zap.Error(err))
 		}
