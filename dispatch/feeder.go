@@ -59,13 +59,13 @@ SELECT c.id, c.commit_seq,
        num_nulls(c.enqueued_at, c.delivered_at, c.failed_at) = 3 AND (NOT $3::boolean OR NOT EXISTS (
            SELECT 1 FROM outbox e
             WHERE e.app_id = c.app_id AND (e.data ->> 'asset_id') = (c.data ->> 'asset_id')
-              AND e.commit_seq < c.commit_seq
+              AND e.commit_seq < c.commit_seq AND e.partition_at <= ` + notAhead + `
               AND e.delivered_at IS NULL
               AND ($4::boolean OR num_nulls(e.failed_at) = 1)
               AND (NOT $5::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id')))
   FROM (SELECT o.id, o.commit_seq, o.app_id, o.data, o.enqueued_at, o.delivered_at, o.failed_at
           FROM outbox o
-         WHERE o.commit_seq > $1
+         WHERE o.commit_seq > $1 AND o.partition_at <= ` + notAhead + `
          ORDER BY o.commit_seq
          LIMIT $2) c`
 
@@ -90,7 +90,7 @@ SELECT c.id, c.created_at,
        c.enqueued_at IS NULL AND c.commit_seq IS NOT NULL AND (NOT $4::boolean OR NOT EXISTS (
            SELECT 1 FROM outbox e
             WHERE e.app_id = c.app_id AND (e.data ->> 'asset_id') = (c.data ->> 'asset_id')
-              AND e.commit_seq < c.commit_seq
+              AND e.commit_seq < c.commit_seq AND e.partition_at <= ` + notAhead + `
               AND e.delivered_at IS NULL
               AND ($5::boolean OR num_nulls(e.failed_at) = 1)
               AND (NOT $6::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id')))
@@ -109,7 +109,7 @@ SELECT c.id, c.created_at,
 const setClaimedSQL = `
 UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = u.job_id
   FROM unnest($1::bigint[], $2::bigint[]) AS u (id, job_id)
- WHERE o.id = ANY ($1::bigint[]) AND o.id = u.id AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2`
+ WHERE o.id = ANY ($1::bigint[]) AND o.partition_at <= ` + notAhead + ` AND o.id = u.id AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2`
 
 // staleSQL hands back rows whose job is gone (deleted by hand, or lost
 // some other way): enqueued long ago, neither delivered nor failed, and no

@@ -19,6 +19,18 @@ import (
 // and creates nothing when the partitions are there. The leader's
 // retention job drops old ones (prune.go).
 
+// notAhead bounds the relay's reads of the outbox to the partitions that
+// can hold rows: none is written ahead of the clock (partition_at is the
+// inserting transaction's start), so the partitions made ahead are pruned
+// when a statement starts, instead of probed once per row looked up by id
+// or key (measured: 10 partitions, 8 of them ahead, cost a third more
+// PostgreSQL CPU per delivered row without it). The minute of slack covers
+// a row whose transaction began a moment after this statement (it
+// committed before the statement's snapshot) and small clock corrections;
+// a row missed after a larger backward jump is handed over again by the
+// stale-row sweep.
+const notAhead = `statement_timestamp() + interval '1 minute'`
+
 // partitionCheckInterval is how often a replica makes sure partitions are
 // ready; far shorter than a partition (a minute at least, a day by
 // default), so a replica keeps up even with the soak test's settings.
