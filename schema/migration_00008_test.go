@@ -34,23 +34,23 @@ func (okSender) Lookup(context.Context, dispatch.Message) (dispatch.Sent, error)
 func (okSender) CheckAuth(context.Context) error { return nil }
 
 // TestMigration00008Online partitions an outbox of many rows (50,000, or
-// RELAY_MIGRATION_ROWS: the README's figures are for 1,000,000) while
+// OUTBOX_MIGRATION_ROWS: the README's figures are for 1,000,000) while
 // producers insert and a relay delivers: no producer's INSERT fails, every
 // row is kept once with its id and commit_seq, the old table becomes the
 // first partition with its indexes (none rebuilt), and the relay delivers
 // every row. It logs the migration's duration and the longest INSERT a
 // producer saw (the longest lock wait, plus the INSERT itself).
 //
-//	RELAY_MIGRATION_ROWS=1000000 go test -count=1 -run TestMigration00008Online -v ./schema/
+//	OUTBOX_MIGRATION_ROWS=1000000 go test -count=1 -run TestMigration00008Online -v ./schema/
 func TestMigration00008Online(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loads a large outbox")
 	}
 	n := 50_000
-	if v := os.Getenv("RELAY_MIGRATION_ROWS"); v != "" {
+	if v := os.Getenv("OUTBOX_MIGRATION_ROWS"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n < 1 {
-			t.Fatalf("RELAY_MIGRATION_ROWS=%q: want a positive number", v)
+			t.Fatalf("OUTBOX_MIGRATION_ROWS=%q: want a positive number", v)
 		}
 	}
 	ctx := context.Background()

@@ -452,7 +452,7 @@ func TestOpsHTTP(t *testing.T) {
 		for _, tc := range []struct{ env, want string }{
 			{"RELAY_RIVERUI_USER=oncall", "RELAY_RIVERUI_PASSWORD"},
 			{"RELAY_RIVERUI_PASSWORD=" + password, "RELAY_RIVERUI_USER"},
-			{"RELAY_RETENTION=10m", "RELAY_RETENTION"},
+			{"RELAY_RETENTION=30s", "RELAY_RETENTION"},
 			{"RELAY_RETENTION=soon", "RELAY_RETENTION"},
 			{"RELAY_PRUNE_BATCH=0", "RELAY_PRUNE_BATCH"},
 		} {
