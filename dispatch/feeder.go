@@ -68,15 +68,23 @@ SELECT c.id, c.commit_seq,
        num_nulls(c.enqueued_at, c.delivered_at, c.failed_at) = 3 AND (NOT $3::boolean OR NOT EXISTS (
            SELECT 1 FROM outbox e
             WHERE e.app_id = c.app_id AND (e.data ->> 'asset_id') = (c.data ->> 'asset_id')
-              AND e.commit_seq < c.commit_seq
+              AND e.commit_seq < c.commit_seq AND e.partition_at <= ` + notAhead + `
               AND e.delivered_at IS NULL
               AND ($4::boolean OR num_nulls(e.failed_at) = 1)
               AND (NOT $5::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id')))
   FROM (SELECT o.id, o.commit_seq, o.app_id, o.data, o.enqueued_at, o.delivered_at, o.failed_at
           FROM outbox o
-         WHERE o.commit_seq > $1
+         WHERE o.commit_seq > $1 AND o.partition_at <= ` + notAhead + `
          ORDER BY o.commit_seq
          LIMIT $2) c`
+
+// noSortSQL makes admission read its ORDER BY ... LIMIT through a Merge
+// Append of one index scan per partition of the outbox, which stops after
+// LIMIT rows, never a Sort of everything after the watermark: planner
+// statistics that call the current partition small (taken before a
+// backlog grew in it) would otherwise pick the Sort, since an empty
+// partition's scan costs nothing. The queries have no other sort.
+const noSortSQL = `SET LOCAL enable_sort = off`
 
 // rescanSQL is admitSQL over every waiting row, whatever its number: rows
 // handed back (a replay, a job that vanished) sit below the watermark. It
@@ -88,7 +96,7 @@ SELECT c.id, c.created_at,
        c.enqueued_at IS NULL AND c.commit_seq IS NOT NULL AND (NOT $4::boolean OR NOT EXISTS (
            SELECT 1 FROM outbox e
             WHERE e.app_id = c.app_id AND (e.data ->> 'asset_id') = (c.data ->> 'asset_id')
-              AND e.commit_seq < c.commit_seq
+              AND e.commit_seq < c.commit_seq AND e.partition_at <= ` + notAhead + `
               AND e.delivered_at IS NULL
               AND ($5::boolean OR num_nulls(e.failed_at) = 1)
               AND (NOT $6::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id')))
@@ -107,7 +115,7 @@ SELECT c.id, c.created_at,
 const setClaimedSQL = `
 UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = u.job_id
   FROM unnest($1::bigint[], $2::bigint[]) AS u (id, job_id)
- WHERE o.id = ANY ($1::bigint[]) AND o.id = u.id AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2`
+ WHERE o.id = ANY ($1::bigint[]) AND o.partition_at <= ` + notAhead + ` AND o.id = u.id AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2`
 
 // staleSQL hands back rows whose job is gone (deleted by hand, or lost
 // some other way): enqueued long ago, neither delivered nor failed, and no
@@ -304,15 +312,11 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 	high := f.watermark
 	var next rescanPage
 	if page != nil {
-		rows, err := r.pool.Query(ctx, rescanSQL, page.after, page.seen, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity)
-		if err != nil {
-			return 0, fmt.Errorf("rescan waiting outbox rows: %w", err)
-		}
 		next = *page
 		var id int64
 		var created time.Time
 		var head bool
-		_, err = pgx.ForEachRow(rows, []any{&id, &created, &head}, func() error {
+		err := r.readSorted(ctx, rescanSQL, []any{page.after, page.seen, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity}, []any{&id, &created, &head}, func() error {
 			seen++
 			if !created.Equal(next.after) {
 				next.after, next.seen = created, next.seen[:0:0]
@@ -327,13 +331,9 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 			return 0, fmt.Errorf("rescan waiting outbox rows: %w", err)
 		}
 	} else {
-		rows, err := r.pool.Query(ctx, admitSQL, f.watermark, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity)
-		if err != nil {
-			return 0, fmt.Errorf("claim outbox rows: %w", err)
-		}
 		var id, seq int64
 		var head bool
-		_, err = pgx.ForEachRow(rows, []any{&id, &seq, &head}, func() error {
+		err := r.readSorted(ctx, admitSQL, []any{f.watermark, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity}, []any{&id, &seq, &head}, func() error {
 			seen++
 			high = max(high, seq)
 			if head {
@@ -356,6 +356,23 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 		f.watermark = high
 	}
 	return seen, nil
+}
+
+// readSorted runs one of admission's reads with noSortSQL in force: BEGIN,
+// SET LOCAL, the query and COMMIT go to the server as one batch (one
+// round trip, one connection, which a transaction pooler keeps for the
+// whole batch). fn runs after each row is scanned into dest. A connection
+// left in a failed transaction is discarded by the pool on release.
+func (r *Relay) readSorted(ctx context.Context, sql string, args, dest []any, fn func() error) error {
+	b := &pgx.Batch{}
+	b.Queue("BEGIN READ ONLY")
+	b.Queue(noSortSQL)
+	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+		_, err := pgx.ForEachRow(rows, dest, fn)
+		return err
+	})
+	b.Queue("COMMIT")
+	return r.pool.SendBatch(ctx, b).Close()
 }
 
 // claim hands rows to new batch jobs of at most BatchSize rows, inside tx.

@@ -22,6 +22,7 @@ type Metrics struct {
 	inFlight        prometheus.Gauge
 	failed          prometheus.Gauge
 	oldestSecs      prometheus.Gauge
+	part            *partitionMetrics
 }
 
 // NewMetrics creates the metrics and registers them with reg (a private
@@ -80,6 +81,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, o := range []string{"ok", "rate_limited", "auth", "permanent", "transient", "cancelled"} {
 		m.requestSecs.WithLabelValues(o)
 	}
+	m.part = newPartitionMetrics(reg)
 	reg.MustRegister(m.deliveries, m.requestSecs, m.lagSecs, m.rateLimitWaits, m.orderingSkipped, m.pending, m.inFlight, m.failed, m.oldestSecs)
 	return m
 }

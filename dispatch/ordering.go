@@ -31,12 +31,12 @@ WITH c AS (
     SELECT o.id,
            EXISTS (SELECT 1 FROM outbox e
                     WHERE e.app_id = o.app_id AND (e.data ->> 'asset_id') = (o.data ->> 'asset_id')
-                      AND e.commit_seq < o.commit_seq
+                      AND e.commit_seq < o.commit_seq AND e.partition_at <= ` + notAhead + `
                       AND e.delivered_at IS NULL
                       AND ($3::boolean OR num_nulls(e.failed_at) = 1)
                       AND (NOT $4::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id')) AS behind
       FROM outbox o
-     WHERE o.id = ANY ($1::bigint[]) AND o.job_id = $2 AND num_nulls(o.delivered_at, o.failed_at) = 2
+     WHERE o.id = ANY ($1::bigint[]) AND o.partition_at <= ` + notAhead + ` AND o.job_id = $2 AND num_nulls(o.delivered_at, o.failed_at) = 2
 ), d AS (
     UPDATE outbox o SET enqueued_at = NULL, job_id = NULL
       FROM c WHERE o.id = c.id AND c.behind
@@ -54,7 +54,7 @@ SELECT h.id
  CROSS JOIN LATERAL (
        SELECT e.id, e.enqueued_at, e.failed_at, e.commit_seq
          FROM outbox e
-        WHERE e.app_id = k.app_id AND (e.data ->> 'asset_id') = k.asset_id
+        WHERE e.app_id = k.app_id AND (e.data ->> 'asset_id') = k.asset_id AND e.partition_at <= ` + notAhead + `
           AND e.delivered_at IS NULL
           AND ($4::boolean OR num_nulls(e.failed_at) = 1)
           AND (k.entity_id = '' OR e.data ->> 'entity_id' = k.entity_id)
@@ -68,7 +68,7 @@ SELECT h.id
 // the successor query that follows it.
 const seenHighSQL = `
 SELECT pg_advisory_xact_lock_shared(hashtextextended('relay.outbox_claim', 'outbox'::regclass::oid::bigint))::text,
-       (SELECT coalesce(max(commit_seq), 0) FROM outbox)`
+       (SELECT coalesce(max(commit_seq), 0) FROM outbox WHERE partition_at <= ` + notAhead + `)`
 
 // recheckSQL is successorSQL once the outcome has committed, run only
 // when the sequencer handed out numbers above $5 (the highest the outcome
@@ -85,7 +85,7 @@ WITH h AS (` + successorSQL + `
 )
 UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = $5
   FROM h
- WHERE o.id = h.id AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2
+ WHERE o.id = h.id AND o.partition_at <= ` + notAhead + ` AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2
 RETURNING o.id`
 
 // demote hands back rows behind an undelivered earlier row of their key

@@ -11,10 +11,12 @@ import (
 	"github.com/mediaplatform/relay/internal/retention"
 )
 
-// PruneArgs is the River job that deletes delivered outbox rows older than
-// Config.Retention. River's elected leader inserts it every
-// Config.PruneInterval (and once at start); it is unique while it waits or
-// runs, so one relay prunes at a time. Failed rows are never pruned by it.
+// PruneArgs is the River job that drops the outbox's partitions whose rows
+// were all delivered more than Config.Retention ago (see package
+// retention). River's elected leader inserts it every Config.PruneInterval
+// (and once at start); it is unique while it waits or runs, so one relay
+// prunes at a time. Failed rows are never pruned by it: they are moved out
+// of a partition before it is dropped.
 type PruneArgs struct{}
 
 // PruneKind is the River job kind of PruneArgs.
@@ -41,12 +43,23 @@ func (w *pruneWorker) Work(ctx context.Context, _ *river.Job[PruneArgs]) error {
 	ctx, cancel := context.WithTimeout(ctx, r.pruneBudget())
 	defer cancel()
 	before := time.Now().Add(-r.cfg.Retention)
-	res, err := retention.Prune(ctx, r.pool, retention.Options{DeliveredBefore: before, Batch: r.cfg.PruneBatch})
-	log := r.log.With(zap.Int64("deleted", res.Delivered), zap.Time("delivered_before", before))
+	res, err := retention.Prune(ctx, r.pool, retention.Options{
+		DeliveredBefore: before,
+		Batch:           r.cfg.PruneBatch,
+		OnPartition: func(p retention.Partition) {
+			r.metrics.part.dropped.Inc()
+			r.log.Info("dropped outbox partition", zap.String("partition", p.Name), zap.Time("from", p.From),
+				zap.Time("to", p.To), zap.Int64("rows_estimate", p.RowsEstimate))
+		},
+	})
+	r.metrics.part.moved.Add(float64(res.Moved))
+	log := r.log.With(zap.Int("partitions_dropped", len(res.Partitions)), zap.Int64("failed_rows_moved", res.Moved),
+		zap.Time("delivered_before", before))
 	switch {
 	case err == nil:
-		if res.Delivered > 0 {
-			log.Info("pruned delivered outbox rows")
+		r.metrics.part.kept.Set(float64(len(res.Kept)))
+		for _, p := range res.Kept {
+			log.Info("outbox partition past retention kept", zap.String("partition", p.Name), zap.String("blocker", p.Blocker))
 		}
 		return nil
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):

@@ -7,11 +7,13 @@ import (
 	"time"
 
 	"github.com/mediaplatform/relay/dispatch"
+	"github.com/mediaplatform/relay/internal/testkit"
 	"github.com/mediaplatform/relay/outbox"
 )
 
-// TestPrune runs a relay whose retention job prunes at start: delivered
-// rows past the retention go, in batches; recent and failed rows stay.
+// TestPrune runs a relay whose retention job prunes at start: the
+// partition of delivered rows past the retention goes; recent rows and the
+// failed row (moved out of it first) stay.
 func TestPrune(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{config: func(c *dispatch.Config) {
@@ -47,6 +49,8 @@ func TestPrune(t *testing.T) {
 	if _, err := b.pool.Exec(ctx, "SELECT outbox_sequence()"); err != nil {
 		t.Fatal(err)
 	}
+	// Written three days ago, in a partition of their own.
+	testkit.MoveToPartition(t, b.pool, time.Now().Add(-3*24*time.Hour), append(olds, failedID)...)
 
 	b.start(t)
 	waitFor(t, 30*time.Second, "the retention job to prune old delivered rows", func() bool {

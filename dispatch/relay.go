@@ -98,16 +98,21 @@ type Config struct {
 	// JobRetention is how long River keeps finished jobs. Default 1h.
 	JobRetention time.Duration
 	// Retention is how long delivered rows are kept: a periodic River job
-	// (inserted by the leader only) deletes older ones in batches. Failed
-	// rows are kept until replayed or pruned by hand. River keeps cancelled
-	// and discarded jobs as long (7 days when Retention is 0). 0 (the
-	// default) keeps every delivered row: no retention job runs. Otherwise
-	// at least 1h; negative is refused. `relay run` passes RELAY_RETENTION
+	// (inserted by the leader only) drops the outbox partitions that ended
+	// more than Retention ago and hold only rows delivered more than
+	// Retention ago. Failed rows are kept until replayed or pruned by hand
+	// (moved out of a partition before it goes); pending and in-flight
+	// rows keep their partition. River keeps cancelled and discarded jobs
+	// as long (7 days when Retention is 0). 0 (the default) keeps every
+	// delivered row: no retention job runs. Otherwise at least 1m (under an
+	// hour is for soak tests, with outbox_partition_config's interval in
+	// minutes); negative is refused. `relay run` passes RELAY_RETENTION
 	// (default 7d) here unchanged, so 0 means the same there.
 	Retention time.Duration
-	// PruneInterval is how often delivered rows are pruned. Default 10m.
+	// PruneInterval is how often the retention job runs. Default 10m.
 	PruneInterval time.Duration
-	// PruneBatch is the most rows deleted per transaction. Default 1000.
+	// PruneBatch is the most failed rows moved per transaction before
+	// their partition is dropped. Default 1000.
 	PruneBatch int
 	// Logger receives the relay's logs and River's. Default: no logs.
 	Logger *zap.Logger
@@ -183,8 +188,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("ordering must be asset, entity or off, got %q", c.Ordering)
 	case c.ClaimBatch < 1 || c.ClaimBatch > 10000:
 		return fmt.Errorf("claim batch must be 1 to 10000, got %d", c.ClaimBatch)
-	case c.Retention != 0 && c.Retention < time.Hour:
-		return fmt.Errorf("Retention must be 0 (keep every delivered row) or at least 1h, got %s", c.Retention)
+	case c.Retention != 0 && c.Retention < time.Minute:
+		return fmt.Errorf("Retention must be 0 (keep every delivered row) or at least 1m, got %s", c.Retention)
 	case c.PruneBatch < 1:
 		return fmt.Errorf("prune batch must be at least 1, got %d", c.PruneBatch)
 	}
@@ -300,6 +305,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		loops.Go(func() { r.listen(feedCtx) })
 	}
 	loops.Go(func() { r.sampleLoop(feedCtx) })
+	loops.Go(func() { r.partitionLoop(feedCtx) })
 	loops.Go(func() { r.authLoop(feedCtx) })
 
 	var runErr error

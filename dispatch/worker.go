@@ -26,12 +26,12 @@ SELECT o.id, o.created_at, o.resends, o.app_id, o.event_type, o.data::text, o.at
        NOT $3::boolean OR NOT EXISTS (
            SELECT 1 FROM outbox e
             WHERE e.app_id = o.app_id AND (e.data ->> 'asset_id') = (o.data ->> 'asset_id')
-              AND e.commit_seq < o.commit_seq
+              AND e.commit_seq < o.commit_seq AND e.partition_at <= ` + notAhead + `
               AND e.delivered_at IS NULL
               AND ($4::boolean OR num_nulls(e.failed_at) = 1)
               AND (NOT $5::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id'))
   FROM outbox o
- WHERE o.id = ANY ($1::bigint[]) AND o.job_id = $2
+ WHERE o.id = ANY ($1::bigint[]) AND o.partition_at <= ` + notAhead + ` AND o.job_id = $2
    AND num_nulls(o.delivered_at, o.failed_at) = 2
  ORDER BY o.commit_seq`
 
@@ -53,7 +53,7 @@ UPDATE outbox AS o
        job_id           = CASE WHEN u.next_job = 0 THEN o.job_id ELSE u.next_job END
   FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::boolean[], $6::boolean[], $7::timestamptz[], $8::bigint[])
        AS u (id, kind, msg_id, error, counted, sent, sent_at, next_job)
- WHERE o.id = ANY ($1::bigint[]) AND o.id = u.id AND o.job_id = $9
+ WHERE o.id = ANY ($1::bigint[]) AND o.partition_at <= ` + notAhead + ` AND o.id = u.id AND o.job_id = $9
    AND num_nulls(o.delivered_at, o.failed_at) = 2
 RETURNING o.id, o.attempts, extract(epoch FROM clock_timestamp() - o.created_at)::float8`
 

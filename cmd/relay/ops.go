@@ -23,8 +23,8 @@ func (c *RunCmd) validateOps() error {
 		return usagef("RELAY_RIVERUI_PASSWORD (--riverui-password) must be at least 12 characters (River UI can cancel, delete and retry jobs), got %d", len(c.RiverUIPassword))
 	case c.RiverUIUser != "" && c.HTTPAddr == "":
 		return usagef("RELAY_RIVERUI_USER needs RELAY_HTTP_ADDR (--http-addr): River UI is served by the HTTP server")
-	case time.Duration(c.Retention) != 0 && time.Duration(c.Retention) < time.Hour:
-		return usagef("RELAY_RETENTION (--retention) must be at least 1h (or 0 to keep every delivered row), got %s", c.Retention)
+	case time.Duration(c.Retention) != 0 && time.Duration(c.Retention) < time.Minute:
+		return usagef("RELAY_RETENTION (--retention) must be at least 1m (or 0 to keep every delivered row), got %s", c.Retention)
 	case c.PruneInterval < time.Second:
 		return usagef("RELAY_PRUNE_INTERVAL (--prune-interval) must be at least 1s, got %s", c.PruneInterval)
 	case c.PruneBatch < 1 || c.PruneBatch > 100000:

@@ -84,6 +84,7 @@ func printStatus(w io.Writer, rep status.Report) {
 		}
 		tw.Flush()
 	}
+	printPartitions(w, rep.Partitions)
 }
 
 // oneLine keeps the first n characters of s on one line.
@@ -93,4 +94,25 @@ func oneLine(s string, n int) string {
 		return string(r[:n]) + "..."
 	}
 	return s
+}
+
+// printPartitions lists the outbox's partitions, oldest first.
+func printPartitions(w io.Writer, parts []status.Partition) {
+	ahead := 0
+	for _, p := range parts {
+		if p.Ahead {
+			ahead++
+		}
+	}
+	fmt.Fprintf(w, "\npartitions: %d, %d ready ahead (SELECT * FROM outbox_partition_blockers(now() - RETENTION) says what keeps one)\n", len(parts), ahead)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PARTITION\tFROM\tTO\tROWS (EST.)\tSIZE")
+	for _, p := range parts {
+		from := "(before partitioning)"
+		if p.From != nil {
+			from = p.From.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%.1f MB\n", p.Name, from, p.To.UTC().Format(time.RFC3339), p.RowsEstimate, float64(p.Bytes)/(1<<20))
+	}
+	tw.Flush()
 }

@@ -185,9 +185,17 @@ func insertPlan(ctx context.Context, pool *pgxpool.Pool, run string, p backlogPl
 	return nil
 }
 
-// disableAutovacuumSQL keeps autovacuum (and its ANALYZE) off the outbox
-// for a run, so its statistics stay those of the table just created.
-const disableAutovacuumSQL = `ALTER TABLE outbox SET (autovacuum_enabled = false)`
+// disableAutovacuumSQL keeps autovacuum (and its ANALYZE) off the outbox's
+// partitions for a run, so their statistics stay those of the tables just
+// created.
+const disableAutovacuumSQL = `
+DO $$
+DECLARE p regclass;
+BEGIN
+    FOR p IN SELECT partition FROM outbox_partitions LOOP
+        EXECUTE format('ALTER TABLE %s SET (autovacuum_enabled = false)', p);
+    END LOOP;
+END $$`
 
 // delivery is one row as Svix received it.
 type delivery struct {

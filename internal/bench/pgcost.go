@@ -35,11 +35,15 @@ const (
 	                  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 	                    AND query NOT LIKE '%bench_marker%'`
 	xactsSQL = `SELECT (xact_commit + xact_rollback)::bigint AS bench_marker FROM pg_stat_database WHERE datname = current_database()`
-	// The outbox's update counters; pg_stat_user_tables lags by up to a
-	// second for a backend that is still connected, so it is read after
-	// the relay has gone.
+	// The outbox's update counters, summed over its partitions;
+	// pg_stat_user_tables lags by up to a second for a backend that is
+	// still connected, so it is read after the relay has gone.
 	outboxUpdatesSQL = `SELECT coalesce(sum(n_tup_upd), 0)::bigint, coalesce(sum(n_tup_hot_upd), 0)::bigint AS bench_marker
-	                      FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'outbox'`
+	                      FROM pg_stat_user_tables
+	                     WHERE relid IN (SELECT i.inhrelid FROM pg_inherits i
+	                                       JOIN pg_class c ON c.oid = i.inhparent
+	                                       JOIN pg_namespace n ON n.oid = c.relnamespace
+	                                      WHERE n.nspname = $1 AND c.relname = 'outbox')`
 	// Backends of this database other than the bench's own pools.
 	otherBackendsSQL = `SELECT count(*) AS bench_marker FROM pg_stat_activity
 	                     WHERE datname = current_database() AND pid <> pg_backend_pid()

@@ -12,12 +12,18 @@ import (
 
 // staleOutboxSQL fills a migrated schema's outbox behind the planner's
 // back, one statement (and transaction) each: statistics are gathered on
-// 10 numbered pending rows (autovacuum off, so they stay), then 20,000
+// 10 numbered pending rows (autovacuum off on every partition, so they stay), then 20,000
 // rows are added and numbered, all but 200 of them delivered a day ago and 200
 // failed. A plan that trusts the statistics sees a tiny table of pending
 // rows; one that does not sees what is there.
 var staleOutboxSQL = []string{
-	`ALTER TABLE outbox SET (autovacuum_enabled = false)`,
+	`DO $$
+	 DECLARE p regclass;
+	 BEGIN
+	     FOR p IN SELECT partition FROM outbox_partitions LOOP
+	         EXECUTE format('ALTER TABLE %s SET (autovacuum_enabled = false)', p);
+	     END LOOP;
+	 END $$`,
 	`INSERT INTO outbox (app_id, event_type, data)
 	 SELECT 'acme', 'cut.completed', jsonb_build_object('entity_id', 'c' || i, 'asset_id', 'a' || (i % 50))
 	   FROM generate_series(1, 10) i`,

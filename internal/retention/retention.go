@@ -1,8 +1,11 @@
-// Package retention deletes old outbox rows in small batches: delivered rows
-// past the retention period (run on a schedule by the relay, and by `relay
-// prune`), and failed rows only when asked explicitly. Each batch is its own
-// short transaction, so pruning a large backlog never holds many locks or
-// one long transaction, and rows a relay is working on are skipped.
+// Package retention removes old outbox rows: delivered rows past the
+// retention period by dropping whole partitions of the outbox (run on a
+// schedule by the relay, and by `relay prune`), and failed rows only when
+// asked explicitly, deleted in small batches. A partition holding pending
+// or in-flight rows is kept; failed rows are moved out of a partition
+// before it is dropped. Each batch is its own short transaction, a
+// partition is detached CONCURRENTLY (producers never wait for it), and
+// rows a relay or a replay is working on are skipped.
 package retention
 
 import (
@@ -18,21 +21,6 @@ import (
 // DefaultBatch is the most rows deleted per transaction.
 const DefaultBatch = 1000
 
-// deleteDeliveredSQL deletes one batch of rows delivered before $1, walking
-// outbox_delivered_idx oldest first. SKIP LOCKED leaves rows a replay is
-// holding.
-const deleteDeliveredSQL = `
-WITH doomed AS (
-    SELECT id FROM outbox
-     WHERE delivered_at < $1
-     ORDER BY delivered_at
-     LIMIT $2
-       FOR UPDATE SKIP LOCKED
-)
-DELETE FROM outbox AS o
- USING doomed
- WHERE o.id = doomed.id`
-
 // deleteFailedSQL deletes one batch of rows failed before $1, walking
 // outbox_failed_idx.
 const deleteFailedSQL = `
@@ -47,40 +35,51 @@ DELETE FROM outbox AS o
  USING doomed
  WHERE o.id = doomed.id`
 
-// countSQL counts what Prune would delete, from the two partial indexes
-// (index-only). A null time counts nothing.
-const countSQL = `
-SELECT
-    CASE WHEN $1::timestamptz IS NULL THEN 0
-         ELSE (SELECT count(*) FROM outbox WHERE delivered_at < $1) END,
-    CASE WHEN $2::timestamptz IS NULL THEN 0
-         ELSE (SELECT count(*) FROM outbox WHERE failed_at < $2) END`
+// countFailedSQL counts what Prune would delete of failed rows, from
+// outbox_failed_idx (index-only).
+const countFailedSQL = `SELECT count(*) FROM outbox WHERE failed_at < $1`
 
-// Executor runs statements: a pool or a connection. Each Exec is its own
-// transaction unless the caller passes a transaction.
+// Executor runs statements outside a transaction (a pool or a
+// connection): DETACH ... CONCURRENTLY cannot run in one.
 type Executor interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
 // Options selects the rows to delete. A zero time selects no rows of that
 // kind; rows neither delivered nor failed are never deleted.
 type Options struct {
-	// DeliveredBefore deletes rows delivered before this time.
+	// DeliveredBefore drops the partitions that ended before this time
+	// and hold only rows delivered before it (failed rows are moved out
+	// of them first; pending and in-flight rows keep their partition).
 	DeliveredBefore time.Time
 	// FailedBefore deletes rows failed (and not replayed) before this time.
 	FailedBefore time.Time
-	// Batch is the most rows deleted per transaction. Default DefaultBatch.
+	// Batch is the most rows deleted, or moved, per transaction. Default
+	// DefaultBatch.
 	Batch int
-	// OnBatch, when set, is called after each batch with its kind
-	// ("delivered" or "failed") and the rows it deleted.
+	// OnBatch, when set, is called after each batch of deleted rows with
+	// its kind ("failed") and the rows it deleted.
 	OnBatch func(kind string, n int64)
+	// OnPartition, when set, is called after each partition dropped.
+	OnPartition func(p Partition)
 }
 
-// Result counts deleted (or, from Count, deletable) rows.
+// Result says what Prune removed (or, from Count, would remove).
 type Result struct {
+	// Delivered estimates the delivered rows of the partitions dropped
+	// (the planner's estimate: they are not counted one by one).
 	Delivered int64 `json:"delivered"`
-	Failed    int64 `json:"failed"`
+	// Failed counts the failed rows deleted.
+	Failed int64 `json:"failed"`
+	// Partitions are the partitions dropped.
+	Partitions []Partition `json:"partitions"`
+	// Moved counts the failed rows moved out of partitions to drop.
+	Moved int64 `json:"moved_failed"`
+	// Kept are the partitions past the cutoff kept, with what keeps each.
+	Kept []Partition `json:"kept"`
 }
 
 // Prune deletes the rows opts selects, batch by batch, until none is left
@@ -90,14 +89,8 @@ func Prune(ctx context.Context, db Executor, opts Options) (Result, error) {
 	if opts.Batch < 1 {
 		return Result{}, fmt.Errorf("prune batch must be at least 1, got %d", opts.Batch)
 	}
-	var res Result
-	if !opts.DeliveredBefore.IsZero() {
-		n, err := drain(ctx, db, deleteDeliveredSQL, "delivered", opts)
-		res.Delivered = n
-		if err != nil {
-			return res, fmt.Errorf("prune delivered rows: %w", err)
-		}
-	}
+	res := Result{Partitions: []Partition{}, Kept: []Partition{}}
+	// Failed rows first: those deleted need not be moved.
 	if !opts.FailedBefore.IsZero() {
 		n, err := drain(ctx, db, deleteFailedSQL, "failed", opts)
 		res.Failed = n
@@ -105,14 +98,20 @@ func Prune(ctx context.Context, db Executor, opts Options) (Result, error) {
 			return res, fmt.Errorf("prune failed rows: %w", err)
 		}
 	}
+	if !opts.DeliveredBefore.IsZero() {
+		err := dropPartitions(ctx, db, opts.DeliveredBefore, opts, &res)
+		for _, p := range res.Partitions {
+			res.Delivered += p.RowsEstimate
+		}
+		if err != nil {
+			return res, fmt.Errorf("prune delivered rows: %w", err)
+		}
+	}
 	return res, nil
 }
 
 func drain(ctx context.Context, db Executor, sql, kind string, opts Options) (int64, error) {
-	before := opts.DeliveredBefore
-	if kind == "failed" {
-		before = opts.FailedBefore
-	}
+	before := opts.FailedBefore
 	var total int64
 	for {
 		if err := ctx.Err(); err != nil {
@@ -133,19 +132,32 @@ func drain(ctx context.Context, db Executor, sql, kind string, opts Options) (in
 	}
 }
 
-// Count reports how many rows Prune would delete now.
+// Count reports what Prune would remove now: the failed rows it would
+// delete, and the partitions it would drop (those blocked only by failed
+// rows too, which it would move out first) with their estimated rows.
 func Count(ctx context.Context, db Executor, opts Options) (Result, error) {
-	var res Result
-	if err := db.QueryRow(ctx, countSQL, nullTime(opts.DeliveredBefore), nullTime(opts.FailedBefore)).Scan(&res.Delivered, &res.Failed); err != nil {
-		return Result{}, fmt.Errorf("count prunable rows: %w", err)
+	res := Result{Partitions: []Partition{}, Kept: []Partition{}}
+	if !opts.FailedBefore.IsZero() {
+		if err := db.QueryRow(ctx, countFailedSQL, opts.FailedBefore).Scan(&res.Failed); err != nil {
+			return Result{}, fmt.Errorf("count prunable rows: %w", err)
+		}
+	}
+	if opts.DeliveredBefore.IsZero() {
+		return res, nil
+	}
+	parts, err := Partitions(ctx, db, opts.DeliveredBefore)
+	if err != nil {
+		return Result{}, err
+	}
+	for _, p := range parts {
+		switch p.Blocker {
+		case "", BlockerFailed, BlockerDetachPending:
+			res.Partitions = append(res.Partitions, p)
+			res.Delivered += p.RowsEstimate
+		case BlockerNewer:
+		default:
+			res.Kept = append(res.Kept, p)
+		}
 	}
 	return res, nil
-}
-
-// nullTime is nil for the zero time.
-func nullTime(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
 }

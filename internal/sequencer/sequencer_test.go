@@ -110,23 +110,30 @@ func TestSequencer(t *testing.T) {
 		if _, err := listener.Exec(ctx, `LISTEN outbox_sequenced`); err != nil {
 			t.Fatal(err)
 		}
-		next := func() *pgconn.Notification {
+		// NOTIFY channels are database-wide: tests of other schemas and
+		// packages number rows at the same time, so notifications are
+		// read until the one looked for arrives.
+		until := func(want func(*pgconn.Notification) bool) *pgconn.Notification {
 			t.Helper()
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			n, err := listener.Conn().WaitForNotification(wctx)
-			if err != nil {
-				t.Fatal(err)
+			for {
+				n, err := listener.Conn().WaitForNotification(wctx)
+				if err != nil {
+					return nil
+				}
+				if want(n) {
+					return n
+				}
 			}
-			return n
 		}
 
 		insert(t, ctx, pool, "own")
 		if n, err := s.Step(ctx); err != nil || n != 1 {
 			t.Fatalf("step: n = %d, err = %v; want 1, nil", n, err)
 		}
-		if n := next(); !s.Own(n.PID) {
-			t.Errorf("the notification of its own step (pid %d) is not taken for its own", n.PID)
+		if n := until(func(n *pgconn.Notification) bool { return s.Own(n.PID) }); n == nil {
+			t.Errorf("no notification on outbox_sequenced is taken for the step's own")
 		}
 
 		// A step of another process (another relay, relay serve), on a
@@ -140,8 +147,12 @@ func TestSequencer(t *testing.T) {
 		if _, err := other.Exec(ctx, `SELECT outbox_sequence()`); err != nil {
 			t.Fatal(err)
 		}
-		if n := next(); n.PID != other.PgConn().PID() || s.Own(n.PID) {
-			t.Errorf("the notification of another process's step (pid %d, from %d) is taken for its own", other.PgConn().PID(), n.PID)
+		pid := other.PgConn().PID()
+		switch n := until(func(n *pgconn.Notification) bool { return n.PID == pid }); {
+		case n == nil:
+			t.Errorf("no notification from the other process's step (pid %d)", pid)
+		case s.Own(n.PID):
+			t.Errorf("the notification of another process's step (pid %d) is taken for its own", pid)
 		}
 	})
 

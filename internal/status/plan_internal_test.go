@@ -18,12 +18,17 @@ func TestPlans(t *testing.T) {
 	if _, err := pool.Exec(context.Background(), "VACUUM ANALYZE outbox"); err != nil {
 		t.Fatal(err)
 	}
+	// The rows are in the current partition; the others are empty.
+	var current string
+	if err := pool.QueryRow(context.Background(), `SELECT partition::text FROM outbox_partitions WHERE now() >= from_time AND now() < to_time`).Scan(&current); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		name, sql string
 		want      []string
 	}{
-		{"Counts", countsSQL, []string{"outbox_undelivered_idx", "outbox_delivered_idx", "outbox_failed_idx"}},
-		{"Oldest", oldestSQL, []string{"outbox_undelivered_idx", "outbox_pkey"}},
+		{"Counts", countsSQL, []string{"_undelivered_idx", "_delivered_idx", "_failed_idx"}},
+		{"Oldest", oldestSQL, []string{"_undelivered_idx", "_pkey"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			plan := pgtest.Explain(t, pool, tt.sql)
@@ -32,7 +37,7 @@ func TestPlans(t *testing.T) {
 					t.Errorf("plan does not use %s:\n%s", w, plan)
 				}
 			}
-			if strings.Contains(plan, "Seq Scan on outbox") {
+			if strings.Contains(plan, "Seq Scan on "+current+" ") {
 				t.Errorf("plan scans the outbox:\n%s", plan)
 			}
 		})

@@ -68,6 +68,14 @@ SELECT ` + rowColumns + `
   FROM outbox
  WHERE id = $1`
 
+// partitionsSQL lists the outbox's partitions (the catalog, no row read).
+// A bound from MINVALUE (the first partition of a migrated outbox) reads
+// as null.
+const partitionsSQL = `
+SELECT partition::text, CASE WHEN from_time = '-infinity' THEN NULL ELSE from_time END, to_time,
+       rows_estimate, bytes, from_time > now()
+  FROM outbox_partitions`
+
 // Querier runs queries: a pool, a connection or a transaction.
 type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
@@ -89,6 +97,20 @@ type Report struct {
 	Oldest *Row `json:"oldest_undelivered"`
 	// Failures are the latest failed rows, newest first.
 	Failures []Row `json:"recent_failures"`
+	// Partitions are the outbox's partitions, oldest first.
+	Partitions []Partition `json:"partitions"`
+}
+
+// Partition is one partition of the outbox.
+type Partition struct {
+	Name string `json:"name"`
+	// From is nil for the first partition of a migrated outbox (it starts
+	// at MINVALUE).
+	From         *time.Time `json:"from"`
+	To           time.Time  `json:"to"`
+	RowsEstimate int64      `json:"rows_estimate"` // the planner's, as of the last VACUUM or ANALYZE
+	Bytes        int64      `json:"bytes"`         // table, indexes and TOAST
+	Ahead        bool       `json:"ahead"`         // starts after now: ready for later rows
 }
 
 // Row is one outbox row as on-call sees it.
@@ -126,7 +148,7 @@ type Options struct {
 // Read reports the state of the outbox.
 func Read(ctx context.Context, db Querier, opts Options) (Report, error) {
 	opts.Failures = cmp.Or(opts.Failures, 10)
-	rep := Report{Failures: []Row{}}
+	rep := Report{Failures: []Row{}, Partitions: []Partition{}}
 	var undelivered int64
 	if err := db.QueryRow(ctx, countsSQL).Scan(&rep.At, &rep.Pending, &undelivered, &rep.DeliveredLastHour, &rep.Failed); err != nil {
 		return Report{}, fmt.Errorf("count outbox rows: %w", err)
@@ -147,6 +169,19 @@ func Read(ctx context.Context, db Querier, opts Options) (Report, error) {
 		}
 		rep.Failures = append(rep.Failures, failures...)
 	}
+	rows, err := db.Query(ctx, partitionsSQL)
+	if err != nil {
+		return Report{}, fmt.Errorf("list outbox partitions: %w", err)
+	}
+	parts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Partition, error) {
+		var p Partition
+		err := row.Scan(&p.Name, &p.From, &p.To, &p.RowsEstimate, &p.Bytes, &p.Ahead)
+		return p, err
+	})
+	if err != nil {
+		return Report{}, fmt.Errorf("list outbox partitions: %w", err)
+	}
+	rep.Partitions = append(rep.Partitions, parts...)
 	return rep, nil
 }
 
