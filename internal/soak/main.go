@@ -19,8 +19,9 @@
 // Markdown file for the README.
 //
 // The relay's settings pass through one place: -relay-args (the arguments
-// after `relay run`) and -setup-sql (a file of SQL run after `relay
-// migrate`, before the relay starts). The run works in a database of its
+// after `relay run`), -partition-interval and -partitions-ahead (the
+// outbox's partition settings, applied after `relay migrate`) and
+// -setup-sql (a file of SQL run after them, before the relay starts). The run works in a database of its
 // own (relay_soak_<run>, dropped afterwards unless -keep).
 package main
 
@@ -38,10 +39,11 @@ import (
 )
 
 // defaultRelayArgs are the arguments after `relay run`: the relay's
-// defaults, with retention as short as the relay allows today (1h; the
-// partitioned outbox will take shorter partitions and retention here) and
-// pruning every minute, so that a long run shows retention at work.
-const defaultRelayArgs = "--retention=1h --prune-interval=1m"
+// defaults, with days compressed into minutes so that a run shows
+// retention at work many times: with -partition-interval's 2-minute
+// partitions, a partition whose rows were all delivered more than 5
+// minutes ago is dropped by a retention run every 30 s.
+const defaultRelayArgs = "--retention=5m --prune-interval=30s"
 
 type options struct {
 	databaseURL  string
@@ -56,6 +58,8 @@ type options struct {
 	drainTimeout time.Duration
 	relayArgs    string
 	setupSQL     string
+	partInterval time.Duration
+	partsAhead   int
 	relayBin     string
 	logLevel     string
 	svixLatency  time.Duration
@@ -82,6 +86,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Minute, "how long to wait, after the last insert, for every row to reach Svix and be marked delivered")
 	fs.StringVar(&o.relayArgs, "relay-args", defaultRelayArgs, "arguments after 'relay run' (space-separated), e.g. the partition interval and --retention")
 	fs.StringVar(&o.setupSQL, "setup-sql", "", "file of SQL run after 'relay migrate', before the relay starts (e.g. partition settings)")
+	fs.DurationVar(&o.partInterval, "partition-interval", 2*time.Minute, "outbox_partition_config.partition_interval for the run (the fresh database's empty partitions are remade at it before the relay starts); 0 keeps the default (1 day)")
+	fs.IntVar(&o.partsAhead, "partitions-ahead", 3, "outbox_partition_config.partitions_ahead for the run, with -partition-interval")
 	fs.StringVar(&o.relayBin, "relay-bin", "", "relay binary to run (default: go build ./cmd/relay into a temporary directory)")
 	fs.StringVar(&o.logLevel, "relay-log-level", "warn", "RELAY_LOG_LEVEL of the relay (info logs a line per delivery: gigabytes over 10M rows)")
 	fs.DurationVar(&o.svixLatency, "svix-latency", 0, "how long the fake Svix takes to answer each message")
@@ -96,6 +102,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	switch {
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected argument %q (flags only; see -help)", fs.Arg(0))
+	case o.partInterval != 0 && (o.partInterval < time.Minute || o.partInterval%time.Second != 0):
+		return o, fmt.Errorf("-partition-interval must be 0 or whole seconds of at least 1m, got %s", o.partInterval)
+	case o.partInterval != 0 && (o.partsAhead < 1 || o.partsAhead > 1000):
+		return o, fmt.Errorf("-partitions-ahead must be 1 to 1000, got %d", o.partsAhead)
 	case o.databaseURL == "":
 		return o, errors.New("no database: set DATABASE_URL or -database-url (make soak starts a throwaway cluster)")
 	case o.rows < 1 || o.rate <= 0 || o.producers < 1 || o.maxRowsTx < 1 || o.apps < 1 || o.maxEvents < 1:

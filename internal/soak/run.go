@@ -122,6 +122,12 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	}
 	defer db.Close()
 	setup := "none"
+	if o.partInterval != 0 {
+		if err := setPartitions(ctx, db, o.partInterval, o.partsAhead); err != nil {
+			return err
+		}
+		setup = fmt.Sprintf("partitions of %s, %d ahead", o.partInterval, o.partsAhead)
+	}
 	if o.setupSQL != "" {
 		sql, err := os.ReadFile(o.setupSQL)
 		if err != nil {
@@ -130,7 +136,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		if _, err := db.Exec(ctx, string(sql)); err != nil {
 			return fmt.Errorf("-setup-sql %s: %w", o.setupSQL, err)
 		}
-		setup = o.setupSQL
+		setup += "; " + o.setupSQL
 	}
 
 	led := newLedger(o.rows)
@@ -342,4 +348,39 @@ func (r *result) check() {
 	if r.relayExit != nil {
 		r.problems = append(r.problems, fmt.Sprintf("on SIGTERM: %v", r.relayExit))
 	}
+}
+
+// remakePartitionsSQL gives the fresh database's partitions (empty, made by
+// relay migrate at the default interval) way to partitions of the run's
+// interval: the daily ones ahead would otherwise take every row of a run
+// shorter than a week. Only empty partitions are dropped.
+const remakePartitionsSQL = `
+DO $$
+DECLARE
+    p regclass;
+    n bigint;
+BEGIN
+    FOR p IN SELECT partition FROM outbox_partitions WHERE from_time > '-infinity' LOOP
+        EXECUTE format('SELECT count(*) FROM %s', p) INTO n;
+        IF n > 0 THEN
+            RAISE EXCEPTION 'partition % holds % rows: the soak needs a fresh database', p, n;
+        END IF;
+        EXECUTE format('DROP TABLE %s', p);
+    END LOOP;
+END $$`
+
+// setPartitions sets the outbox's partition interval and partitions ahead
+// for the run and remakes the (empty) partitions at that interval.
+func setPartitions(ctx context.Context, db *pgxpool.Pool, interval time.Duration, ahead int) error {
+	if _, err := db.Exec(ctx, `UPDATE outbox_partition_config SET partition_interval = make_interval(secs => $1), partitions_ahead = $2`,
+		interval.Seconds(), ahead); err != nil {
+		return fmt.Errorf("set the partition settings: %w", err)
+	}
+	if _, err := db.Exec(ctx, remakePartitionsSQL); err != nil {
+		return fmt.Errorf("remake the partitions: %w", err)
+	}
+	if _, err := db.Exec(ctx, `SELECT outbox_partitions_create()`); err != nil {
+		return fmt.Errorf("create the partitions: %w", err)
+	}
+	return nil
 }
