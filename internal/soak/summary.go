@@ -21,23 +21,27 @@ type series struct {
 	// tolerance, for series whose level is small or cyclic.
 	slack     func(o options) float64
 	slackText string
+	// cost marks a series that must not grow (sizes, memory, backlog):
+	// only a rise counts against it, a fall is flat or better.
+	cost bool
 }
 
 var flatSeries = []series{
-	{"inserted rows/s", func(x sample) float64 { return x.insRate }, func(options) float64 { return 0 }, "-"},
-	{"delivered rows/s", func(x sample) float64 { return x.rate }, func(options) float64 { return 0 }, "-"},
-	{"backlog rows", func(x sample) float64 { return float64(x.backlog) }, func(o options) float64 { return 10 * o.rate }, "10 s of rows"},
-	{"relay RSS MiB", func(x sample) float64 { return x.rssMiB }, func(options) float64 { return 16 }, "16 MiB"},
-	{"outbox MiB", func(x sample) float64 { return x.outboxMiB }, func(options) float64 { return 16 }, "16 MiB"},
-	{"River jobs MiB", func(x sample) float64 { return x.jobsMiB }, func(options) float64 { return 8 }, "8 MiB"},
-	{"WAL B/row", func(x sample) float64 { return x.walPerRow }, func(options) float64 { return 0 }, "-"},
-	{"dead tuples", func(x sample) float64 { return float64(x.deadTup) }, func(o options) float64 { return 30 * o.rate }, "30 s of rows"},
-	{"partitions", func(x sample) float64 { return float64(x.partitions) }, func(options) float64 { return 2 }, "2"},
+	{"inserted rows/s", func(x sample) float64 { return x.insRate }, func(options) float64 { return 0 }, "-", false},
+	{"delivered rows/s", func(x sample) float64 { return x.rate }, func(options) float64 { return 0 }, "-", false},
+	{"backlog rows", func(x sample) float64 { return float64(x.backlog) }, func(o options) float64 { return 10 * o.rate }, "10 s of rows", true},
+	{"relay RSS MiB", func(x sample) float64 { return x.rssMiB }, func(options) float64 { return 16 }, "16 MiB", true},
+	{"outbox MiB", func(x sample) float64 { return x.outboxMiB }, func(options) float64 { return 16 }, "16 MiB", true},
+	{"River jobs MiB", func(x sample) float64 { return x.jobsMiB }, func(options) float64 { return 8 }, "8 MiB", true},
+	{"WAL B/row", func(x sample) float64 { return x.walPerRow }, func(options) float64 { return 0 }, "-", true},
+	{"dead tuples", func(x sample) float64 { return float64(x.deadTup) }, func(o options) float64 { return 30 * o.rate }, "30 s of rows", true},
+	{"partitions", func(x sample) float64 { return float64(x.partitions) }, func(options) float64 { return 2 }, "2", true},
 }
 
 // flatness is one series' verdict.
 type flatness struct {
 	name       string
+	cost       bool
 	q2, q4     float64
 	change     float64 // (q4 - q2) / q2
 	flat, none bool    // none: too few samples
@@ -60,7 +64,7 @@ func (r *result) flatnesses() []flatness {
 	n := len(ins)
 	out := make([]flatness, 0, len(flatSeries))
 	for _, s := range flatSeries {
-		f := flatness{name: s.name, slackText: s.slackText}
+		f := flatness{name: s.name, slackText: s.slackText, cost: s.cost}
 		if n < minSamples {
 			f.none = true
 			out = append(out, f)
@@ -71,6 +75,9 @@ func (r *result) flatnesses() []flatness {
 			f.change = (f.q4 - f.q2) / math.Abs(f.q2)
 		}
 		d := math.Abs(f.q4 - f.q2)
+		if s.cost {
+			d = max(f.q4-f.q2, 0)
+		}
 		f.flat = d <= r.o.tolerance*math.Abs(f.q2) || d <= s.slack(r.o) || math.IsNaN(d)
 		out = append(out, f)
 	}
@@ -110,8 +117,12 @@ func (f flatness) cells(tol float64) []string {
 	if !f.flat {
 		verdict = "NO"
 	}
+	bound := "±"
+	if f.cost {
+		bound = "+"
+	}
 	return []string{f.name, num(f.q2), num(f.q4), fmt.Sprintf("%+.1f%%", 100*f.change),
-		fmt.Sprintf("%s (±%.0f%% or %s)", verdict, 100*tol, f.slackText)}
+		fmt.Sprintf("%s (%s%.0f%% or %s)", verdict, bound, 100*tol, f.slackText)}
 }
 
 func num(v float64) string {
