@@ -110,7 +110,7 @@ func TestScenariosTiny(t *testing.T) {
 	wantRows := map[string]int{"next-row": 24, "realistic-1m": 240}
 	for _, name := range allScenarios {
 		switch name {
-		case "river-noop", "latency", "producers", "rate-cap":
+		case "river-noop", "latency", "producers", "rate-cap", "sequencer":
 			continue
 		}
 		d := rep.drain(name)
@@ -149,6 +149,9 @@ func TestScenariosTiny(t *testing.T) {
 	}
 	if c := rep.RateCap; c == nil || c.Delivered != 40 || c.SteadyPerSec <= 0 {
 		t.Errorf("rate-cap: %+v", c)
+	}
+	if q := rep.Sequencer; q == nil || q.Rows != 44 || len(q.Sizes) != 2 || q.Sizes[0].RowsPerStep != 1 || q.Sizes[1].Steps != 2 || q.Sizes[1].RowsPerSec <= 0 {
+		t.Errorf("sequencer: %+v; want 24 steps of 1 row and 2 of 10", q)
 	}
 	p := rep.Producers
 	if p == nil || len(p.Modes) != len(producerModes) {
@@ -256,6 +259,26 @@ func TestStatementCosts(t *testing.T) {
 	}
 	if top, seq := statementCosts(before, nil, 1000, 2); top != nil || seq != nil {
 		t.Errorf("without pg_stat_statements: %+v, %+v; want nothing", top, seq)
+	}
+}
+
+// The sequencer scenario gives each step size about a fifth of -rows, in
+// at most 200 steps, and leaves out sizes that would get fewer than two.
+func TestSequencerPlan(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		rows         int
+		sizes, steps []int
+		total        int
+	}{
+		{50_000, []int{1, 10, 100, 1000, 5000}, []int{200, 200, 100, 10, 2}, 200 + 2000 + 10_000 + 10_000 + 10_000},
+		{120, []int{1, 10}, []int{24, 2}, 44},
+		{5, nil, nil, 0},
+	} {
+		sizes, steps, total := sequencerPlan(tc.rows)
+		if !slices.Equal(sizes, tc.sizes) || !slices.Equal(steps, tc.steps) || total != tc.total {
+			t.Errorf("sequencerPlan(%d) = %v, %v, %d; want %v, %v, %d", tc.rows, sizes, steps, total, tc.sizes, tc.steps, tc.total)
+		}
 	}
 }
 

@@ -36,7 +36,11 @@
 //	(not by default)          drain-0ms-unordered, drain-50ms,
 //	                          drain-50ms-unordered, realistic-single-unordered-0ms,
 //	                          rate-cap (-rate-cap-rows rows with the relay and
-//	                          the fake Svix capped at -rate-cap msg/s).
+//	                          the fake Svix capped at -rate-cap msg/s),
+//	                          sequencer (the numbering step, outbox_sequence,
+//	                          timed on its own at 1 to 5,000 rows per step
+//	                          over a fifth of -rows each: the rate one
+//	                          database's serialized step allows).
 //
 // -replicas 1,2,3 runs each drain scenario (not rate-cap) once per count
 // of relay processes, one after the other; a drain with N > 1 relays is
@@ -112,7 +116,7 @@ type options struct {
 var allScenarios = []string{
 	"river-noop", "drain-0ms", "drain-0ms-unordered", "realistic-0ms", "realistic-single-0ms", "realistic-unordered-0ms",
 	"realistic-single-unordered-0ms", "realistic-50ms", "realistic-1m", "drain-50ms", "drain-50ms-unordered",
-	"next-row", "latency", "producers", "rate-cap",
+	"next-row", "latency", "producers", "rate-cap", "sequencer",
 }
 
 // defaultScenarios keeps a run on 2 cores under five minutes even where
@@ -305,6 +309,10 @@ func (b *bench) runScenario(ctx context.Context, name string, rep *report) error
 	case "producers":
 		r, err := b.producers(ctx)
 		rep.Producers = &r
+		return err
+	case "sequencer":
+		r, err := b.sequencer(ctx)
+		rep.Sequencer = &r
 		return err
 	case "drain-0ms":
 		spec = best

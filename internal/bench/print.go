@@ -85,6 +85,17 @@ func (r *report) printTable(out io.Writer) {
 			p.Delivered, p.Committed, p.LoadAtStart, p.RelayWarnings, p.RelayErrors)
 	}
 
+	if q := r.Sequencer; q != nil {
+		fmt.Fprintf(out, "\n== sequencer: the numbering step (SELECT outbox_sequence(k)) on one connection over %d committed rows, no relay running; load at start %s, machine busy %s\n",
+			q.Rows, q.LoadAtStart, busy(q.MachineBusy))
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "   rows per step\tsteps\tms per step\tmax ms\tbackend CPU ms per step\trows/s back to back\t")
+		for _, s := range q.Sizes {
+			fmt.Fprintf(tw, "   %d\t%d\t%.2f\t%.2f\t%s\t%.0f\t\n", s.RowsPerStep, s.Steps, s.MeanMS, s.MaxMS, optF(s.CPUMeanMS, "%.2f"), s.RowsPerSec)
+		}
+		tw.Flush()
+	}
+
 	r.printSummary(out)
 
 	fmt.Fprintln(out)
