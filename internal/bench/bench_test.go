@@ -110,7 +110,7 @@ func TestScenariosTiny(t *testing.T) {
 	wantRows := map[string]int{"next-row": 24, "realistic-1m": 240}
 	for _, name := range allScenarios {
 		switch name {
-		case "river-noop", "latency", "producers", "rate-cap":
+		case "river-noop", "latency", "producers", "rate-cap", "sequencer":
 			continue
 		}
 		d := rep.drain(name)
@@ -150,6 +150,9 @@ func TestScenariosTiny(t *testing.T) {
 	if c := rep.RateCap; c == nil || c.Delivered != 40 || c.SteadyPerSec <= 0 {
 		t.Errorf("rate-cap: %+v", c)
 	}
+	if q := rep.Sequencer; q == nil || q.Rows != 44 || len(q.Sizes) != 2 || q.Sizes[0].RowsPerStep != 1 || q.Sizes[1].Steps != 2 || q.Sizes[1].RowsPerSec <= 0 {
+		t.Errorf("sequencer: %+v; want 24 steps of 1 row and 2 of 10", q)
+	}
 	p := rep.Producers
 	if p == nil || len(p.Modes) != len(producerModes) {
 		t.Fatalf("producers: %+v", p)
@@ -166,6 +169,115 @@ func TestScenariosTiny(t *testing.T) {
 	for _, want := range append([]string{"machine: nproc", "summary", "WAL B/row", "target"}, allScenarios...) {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+// -replicas runs each drain with several relay processes: every row still
+// reaches Svix once, in per-asset order, and the report gives each
+// replica's peak RSS and the summed CPU. Behaviour only, never timings.
+func TestReplicasTiny(t *testing.T) {
+	t.Parallel()
+	base := pgtest.BaseURL(t)
+	jsonPath := filepath.Join(t.TempDir(), "bench.json")
+	var out bytes.Buffer
+	args := []string{
+		"-database-url", base, "-json", jsonPath, "-scenario", "realistic-0ms", "-scenario", "next-row", "-replicas", "1,2",
+		"-rows", "150", "-next-row-keys", "4", "-next-row-rows", "24", "-concurrency", "20", "-drain-cut", "0",
+		"-relay-log-level", "warn", "-relay-env", "RELAY_DB_MAX_CONNS=4",
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := run(ctx, args, &out); err != nil {
+		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("bench JSON: %v", err)
+	}
+	var names []string
+	for _, d := range rep.Drains {
+		names = append(names, d.Scenario)
+	}
+	if want := []string{"realistic-0ms", "realistic-0ms-2relays", "next-row", "next-row-2relays"}; !slices.Equal(names, want) {
+		t.Fatalf("drains %v, want %v", names, want)
+	}
+	for _, d := range rep.Drains {
+		replicas := 1
+		if strings.HasSuffix(d.Scenario, "-2relays") {
+			replicas = 2
+		}
+		if d.Replicas != replicas || len(d.RelayPeakRSSPerReplicaMiB) != replicas {
+			t.Errorf("%s: %d replicas, peak RSS per replica %v; want %d", d.Scenario, d.Replicas, d.RelayPeakRSSPerReplicaMiB, replicas)
+		}
+		for _, p := range d.RelayPeakRSSPerReplicaMiB {
+			if p <= 0 || p > d.RelayPeakRSSMiB {
+				t.Errorf("%s: a replica's peak RSS %.1f MiB, largest %.1f MiB", d.Scenario, p, d.RelayPeakRSSMiB)
+			}
+		}
+		if !d.Complete || d.Delivered != d.Rows || d.Messages != d.Rows || d.RecordedSeconds <= 0 {
+			t.Errorf("%s: complete %v, %d of %d rows delivered, %d messages, recorded after %.2f s", d.Scenario, d.Complete, d.Delivered, d.Rows, d.Messages, d.RecordedSeconds)
+		}
+		if d.NextRow == nil || d.NextRow.OutOfOrder != 0 || d.NextRow.Count != d.Rows-d.Keys {
+			t.Errorf("%s: next-row %+v; want every pair in order (%d)", d.Scenario, d.NextRow, d.Rows-d.Keys)
+		}
+		if d.WallSeconds <= 0 || d.MachineBusy == nil || d.Cost == nil {
+			t.Errorf("%s: CPU span %.2f s, machine busy %v, cost %+v; want all", d.Scenario, d.WallSeconds, d.MachineBusy, d.Cost)
+		}
+	}
+	text := out.String()
+	for _, want := range []string{"realistic-0ms-2relays", "2 relay processes", "processes summed", "machine busy", "PostgreSQL backends"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+// Two readings of pg_stat_statements give each statement's share and the
+// numbering step's.
+func TestStatementCosts(t *testing.T) {
+	t.Parallel()
+	before := map[int64]stmtStat{
+		1: {query: "SELECT outbox_sequence($1)", calls: 10, execMS: 5, rows: 10},
+		2: {query: "UPDATE outbox SET ...", calls: 1, execMS: 1, rows: 1},
+	}
+	after := map[int64]stmtStat{
+		1: {query: "SELECT outbox_sequence($1)", calls: 30, execMS: 25, rows: 30},
+		2: {query: "UPDATE outbox SET ...", calls: 11, execMS: 101, rows: 1001},
+		3: {query: "SELECT 1", calls: 5, execMS: 0.5, rows: 5},
+	}
+	top, seq := statementCosts(before, after, 1000, 2)
+	if len(top) != 2 || top[0].Calls != 10 || top[0].TotalMS != 100 || top[0].Rows != 1000 || top[1].Calls != 20 {
+		t.Errorf("top statements %+v; want the UPDATE (10 calls, 100 ms) then the step (20 calls)", top)
+	}
+	if seq == nil || seq.Steps != 20 || seq.TotalMS != 20 || seq.MeanMS != 1 || seq.RowsStep != 50 || seq.USPerRow != 20 || seq.CapRowsPerSec != 50_000 {
+		t.Errorf("sequencer %+v; want 20 steps of 1 ms, 50 rows each, 20 µs per row, 50,000 rows/s", seq)
+	}
+	if top, seq := statementCosts(before, nil, 1000, 2); top != nil || seq != nil {
+		t.Errorf("without pg_stat_statements: %+v, %+v; want nothing", top, seq)
+	}
+}
+
+// The sequencer scenario gives each step size about a fifth of -rows, in
+// at most 200 steps, and leaves out sizes that would get fewer than two.
+func TestSequencerPlan(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		rows         int
+		sizes, steps []int
+		total        int
+	}{
+		{50_000, []int{1, 10, 100, 1000, 5000}, []int{200, 200, 100, 10, 2}, 200 + 2000 + 10_000 + 10_000 + 10_000},
+		{120, []int{1, 10}, []int{24, 2}, 44},
+		{5, nil, nil, 0},
+	} {
+		sizes, steps, total := sequencerPlan(tc.rows)
+		if !slices.Equal(sizes, tc.sizes) || !slices.Equal(steps, tc.steps) || total != tc.total {
+			t.Errorf("sequencerPlan(%d) = %v, %v, %d; want %v, %v, %d", tc.rows, sizes, steps, total, tc.sizes, tc.steps, tc.total)
 		}
 	}
 }
@@ -248,6 +360,9 @@ func TestParseFlags(t *testing.T) {
 		{"unknown scenario", []string{"--scenario", "nope"}, nil, `unknown scenario "nope"`},
 		{"stray argument", []string{"realistic-0ms"}, nil, `unexpected argument "realistic-0ms"`},
 		{"negative cut", []string{"-drain-cut", "-1s"}, nil, "-drain-cut must not be negative"},
+		{"replicas", []string{"-replicas", "1,2,3", "--scenario", "realistic-0ms"}, []string{"realistic-0ms"}, ""},
+		{"no replicas", []string{"-replicas", "0"}, nil, `-replicas: "0" is not a count`},
+		{"too many replicas", []string{"-replicas", "1,9"}, nil, `-replicas: "9" is not a count`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -22,6 +22,7 @@ type drainSpec struct {
 	svixLatency time.Duration
 	ordering    string // RELAY_ORDERING: asset or off
 	rateLimit   float64
+	replicas    int // relay processes (at least 1)
 }
 
 // Delay is a distribution of one measure, in milliseconds.
@@ -65,7 +66,8 @@ func (b *bench) drainLimit(rows int) time.Duration {
 // its start until Svix holds every row, or until the drain is cut (then the
 // rate is that of the rows delivered so far).
 func (b *bench) drain(ctx context.Context, spec drainSpec) (_ DrainResult, err error) {
-	res := DrainResult{Scenario: spec.name, Rows: spec.rows, SvixLatencyMS: int(spec.svixLatency / time.Millisecond),
+	spec.replicas = max(spec.replicas, 1)
+	res := DrainResult{Scenario: spec.name, Replicas: spec.replicas, Rows: spec.rows, SvixLatencyMS: int(spec.svixLatency / time.Millisecond),
 		Ordering: spec.ordering, RateLimit: spec.rateLimit, Layout: spec.layout, Stats: "fresh (ANALYZE after insert)"}
 	if !spec.analyze {
 		res.Stats = "stale (no ANALYZE; autovacuum off on outbox)"
@@ -106,16 +108,24 @@ func (b *bench) drain(ctx context.Context, spec drainSpec) (_ DrainResult, err e
 	if err != nil {
 		return res, err
 	}
-	m, err := b.mark(nil)
+	m, err := b.mark()
 	if err != nil {
 		return res, err
 	}
 	start := time.Now()
-	if run.proc, err = relayproc.Start(b.relayBin, relayArgs, b.relayEnv(spec.name, run.fake, run.sch, extra...), filepath.Join(b.tmp, spec.name+".log")); err != nil {
-		return res, err
+	for i := range spec.replicas {
+		file := spec.name
+		if spec.replicas > 1 {
+			file = fmt.Sprintf("%s-r%d", spec.name, i+1)
+		}
+		p, err := relayproc.Start(b.relayBin, relayArgs, b.relayEnv(file, run.fake, run.sch, extra...), filepath.Join(b.tmp, file+".log"))
+		if err != nil {
+			return res, err
+		}
+		run.reps = append(run.reps, p)
 	}
 	limit := b.drainLimit(spec.rows)
-	werr := waitFor(ctx, run.proc, run.fake, limit, func(s *svixfake.Server) bool { return s.MessageCount() >= spec.rows })
+	werr := waitFor(ctx, run.fake, limit, func(s *svixfake.Server) bool { return s.MessageCount() >= spec.rows }, run.reps...)
 	elapsed := time.Since(start)
 	res.Delivered = run.fake.MessageCount()
 	switch {
@@ -123,7 +133,7 @@ func (b *bench) drain(ctx context.Context, spec drainSpec) (_ DrainResult, err e
 		res.Complete = true
 	case ctx.Err() != nil:
 		return res, ctx.Err()
-	case run.proc.Dead():
+	case run.reps.dead():
 		return res, fmt.Errorf("%s: %d of %d rows reached svix: %w", spec.name, res.Delivered, spec.rows, werr)
 	case b.opts.drainCut == 0:
 		return res, fmt.Errorf("%s: %d of %d rows reached svix within %s: %w", spec.name, res.Delivered, spec.rows, limit, werr)
@@ -131,11 +141,12 @@ func (b *bench) drain(ctx context.Context, spec drainSpec) (_ DrainResult, err e
 		res.CutAfterSecs = limit.Seconds()
 		b.logf("%s: cut after %s with %d of %d rows at svix", spec.name, limit, res.Delivered, spec.rows)
 	}
-	relay, err := run.proc.Usage()
+	relay, peaks, err := run.reps.usage()
 	if err != nil {
 		return res, err
 	}
 	res.Usage = b.usageSince(m, relay, max(res.Delivered, 1))
+	res.RelayPeakRSSPerReplicaMiB = peaks
 	res.Seconds = elapsed.Seconds()
 	res.RowsPerSec = float64(res.Delivered) / elapsed.Seconds()
 	if res.Complete {
@@ -148,15 +159,14 @@ func (b *bench) drain(ctx context.Context, spec drainSpec) (_ DrainResult, err e
 		res.RecordedSeconds = time.Since(start).Seconds()
 	}
 	backends := b.backendCPU()
-	relay, err = run.proc.Usage()
+	relay, peaks, err = run.reps.usage()
 	if err != nil {
 		return res, err
 	}
-	if err := run.proc.Stop(30 * time.Second); err != nil {
-		b.logf("%s: %v", spec.name, err)
-	}
-	res.RelayWarnings, res.RelayErrors, res.RelayPeakHeapMiB = run.proc.LogSummary()
-	run.proc = nil
+	res.RelayPeakRSSMiB, res.RelayPeakRSSPerReplicaMiB = float64(relay.PeakRSSKiB)/1024, peaks
+	run.reps.stop(b, spec.name, 30*time.Second)
+	res.RelayWarnings, res.RelayErrors, res.RelayPeakHeapMiB = run.reps.logSummary()
+	run.reps = nil
 	b.waitRelayGone(ctx)
 	after, err := b.snap(ctx, run.sch.name)
 	if err != nil {

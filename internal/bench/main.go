@@ -36,7 +36,16 @@
 //	(not by default)          drain-0ms-unordered, drain-50ms,
 //	                          drain-50ms-unordered, realistic-single-unordered-0ms,
 //	                          rate-cap (-rate-cap-rows rows with the relay and
-//	                          the fake Svix capped at -rate-cap msg/s).
+//	                          the fake Svix capped at -rate-cap msg/s),
+//	                          sequencer (the numbering step, outbox_sequence,
+//	                          timed on its own at 1 to 5,000 rows per step
+//	                          over a fifth of -rows each: the rate one
+//	                          database's serialized step allows).
+//
+// -replicas 1,2,3 runs each drain scenario (not rate-cap) once per count
+// of relay processes, one after the other; a drain with N > 1 relays is
+// reported as <scenario>-<N>relays, with the relays' CPU summed, the peak
+// RSS of each, and the same exactly-once and per-key order checks.
 //
 // A drain that has not finished after -drain-cut (30 s) is cut: its rate is
 // that of the rows delivered so far, and the tables say so. Every drain
@@ -64,6 +73,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -98,12 +109,14 @@ type options struct {
 	profileDir       string
 	keepSchemas      bool
 	relayEnv         []string
+	// replicas lists the relay counts each drain runs with (1 by default).
+	replicas []int
 }
 
 var allScenarios = []string{
 	"river-noop", "drain-0ms", "drain-0ms-unordered", "realistic-0ms", "realistic-single-0ms", "realistic-unordered-0ms",
 	"realistic-single-unordered-0ms", "realistic-50ms", "realistic-1m", "drain-50ms", "drain-50ms-unordered",
-	"next-row", "latency", "producers", "rate-cap",
+	"next-row", "latency", "producers", "rate-cap", "sequencer",
 }
 
 // defaultScenarios keeps a run on 2 cores under five minutes even where
@@ -146,6 +159,8 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.logLevel, "relay-log-level", "info", "RELAY_LOG_LEVEL of the relay (info, the default, logs a line per delivery to a file)")
 	fs.StringVar(&o.profileDir, "cpuprofile-dir", "", "write a CPU profile of the relay per scenario into this directory (RELAY_CPU_PROFILE)")
 	fs.BoolVar(&o.keepSchemas, "keep-schemas", false, "keep the bench's database and each scenario's schema for inspection")
+	replicas := fs.String("replicas", "1", "relay processes per drain, comma-separated: each drain scenario (not rate-cap, latency or producers) runs once per count, "+
+		"in this order; a drain with N > 1 is reported as <scenario>-<N>relays (e.g. -replicas 1,2,3)")
 	fs.Var((*listFlag)(&o.relayEnv), "relay-env", "extra NAME=value for the relay's environment (repeatable), e.g. RELAY_DB_MAX_CONNS=30")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -156,6 +171,11 @@ func parseFlags(args []string) (options, error) {
 	if o.databaseURL == "" {
 		return o, fmt.Errorf("no database: set DATABASE_URL or -database-url (make bench provides one)")
 	}
+	reps, err := parseReplicas(*replicas)
+	if err != nil {
+		return o, err
+	}
+	o.replicas = reps
 	list := strings.Split(*scen, ",")
 	if len(only) > 0 {
 		list = only
@@ -187,6 +207,32 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-rate-cap and -concurrency must be positive")
 	}
 	return o, nil
+}
+
+// maxReplicas bounds -replicas: each replica holds RELAY_DB_MAX_CONNS + 2
+// connections.
+const maxReplicas = 8
+
+func parseReplicas(v string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > maxReplicas {
+			return nil, fmt.Errorf("-replicas: %q is not a count from 1 to %d", f, maxReplicas)
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// replicaName names a drain run with n relays.
+func replicaName(scenario string, n int) string {
+	if n == 1 {
+		return scenario
+	}
+	return fmt.Sprintf("%s-%drelays", scenario, n)
 }
 
 func contains(list []string, s string) bool {
@@ -264,6 +310,10 @@ func (b *bench) runScenario(ctx context.Context, name string, rep *report) error
 		r, err := b.producers(ctx)
 		rep.Producers = &r
 		return err
+	case "sequencer":
+		r, err := b.sequencer(ctx)
+		rep.Sequencer = &r
+		return err
 	case "drain-0ms":
 		spec = best
 	case "drain-0ms-unordered":
@@ -296,16 +346,26 @@ func (b *bench) runScenario(ctx context.Context, name string, rep *report) error
 		spec = realistic
 		spec.rows, spec.layout, spec.keys = o.nextRowRows, layoutFewKeys, o.nextRowKeys
 	case "rate-cap":
-		spec = drainSpec{name: name, rows: o.rateCapRows, layout: layoutDistinct, analyze: true, ordering: "asset", rateLimit: o.rateCap}
+		spec = drainSpec{name: name, rows: o.rateCapRows, layout: layoutDistinct, analyze: true, ordering: "asset", rateLimit: o.rateCap, replicas: 1}
 		r, err := b.drain(ctx, spec)
 		rep.RateCap = &r
 		return err
 	default:
 		return fmt.Errorf("unknown scenario %q", name)
 	}
-	r, err := b.drain(ctx, spec)
-	rep.Drains = append(rep.Drains, r)
-	return err
+	for _, n := range o.replicas {
+		spec := spec
+		spec.name, spec.replicas = replicaName(name, n), n
+		if n > 1 {
+			b.logf("scenario %s (load average %s)", spec.name, relayproc.Load1())
+		}
+		r, err := b.drain(ctx, spec)
+		rep.Drains = append(rep.Drains, r)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // run runs the bench and prints its tables, and the JSON document unless

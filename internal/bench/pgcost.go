@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -34,6 +36,13 @@ const (
 	statementsSQL = `SELECT coalesce(sum(calls), 0)::bigint AS bench_marker FROM pg_stat_statements
 	                  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 	                    AND query NOT LIKE '%bench_marker%'`
+	// Each statement's counters in the bench's database, its own left out.
+	statementStatsSQL = `SELECT queryid, min(left(regexp_replace(query, '\s+', ' ', 'g'), 160)), sum(calls)::bigint,
+	                            sum(total_exec_time)::float8, sum(rows)::bigint AS bench_marker
+	                       FROM pg_stat_statements
+	                      WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+	                        AND query NOT LIKE '%bench_marker%' AND queryid IS NOT NULL
+	                      GROUP BY queryid`
 	xactsSQL = `SELECT (xact_commit + xact_rollback)::bigint AS bench_marker FROM pg_stat_database WHERE datname = current_database()`
 	// The outbox's update counters, summed over its partitions;
 	// pg_stat_user_tables lags by up to a second for a backend that is
@@ -54,6 +63,9 @@ const (
 	                     WHERE datname IS DISTINCT FROM current_database() AND backend_type = 'client backend' AND state = 'active'`
 )
 
+// topStatements is how many statements a drain's cost lists.
+const topStatements = 6
+
 // pgSnap is what PostgreSQL has counted up to a moment.
 type pgSnap struct {
 	walLSN            string
@@ -62,6 +74,114 @@ type pgSnap struct {
 	outboxUpd, hotUpd int64
 	backendCPU        map[int]time.Duration
 	clusterCPU        time.Duration
+	statements        map[int64]stmtStat // nil without pg_stat_statements
+}
+
+// stmtStat is one statement's pg_stat_statements counters.
+type stmtStat struct {
+	query  string
+	calls  int64
+	execMS float64
+	rows   int64
+}
+
+// StatementCost is one statement's share of a scenario, from
+// pg_stat_statements: execution time is wall time in the server (CPU,
+// I/O and lock waits), summed over every backend.
+type StatementCost struct {
+	Query   string  `json:"query"`
+	Calls   int64   `json:"calls"`
+	TotalMS float64 `json:"total_exec_ms"`
+	MeanMS  float64 `json:"mean_exec_ms"`
+	Rows    int64   `json:"rows"`
+	// USPerRow is TotalMS per delivered row, in µs.
+	USPerRow float64 `json:"exec_us_per_delivered_row"`
+}
+
+// SequencerCost is the numbering step's share (SELECT outbox_sequence):
+// its time includes waits for the advisory lock that serializes it, so it
+// is the step's cost only with one relay.
+type SequencerCost struct {
+	Steps    int64   `json:"steps"`
+	TotalMS  float64 `json:"total_exec_ms"`
+	MeanMS   float64 `json:"mean_step_ms"`
+	RowsStep float64 `json:"delivered_rows_per_step"`
+	USPerRow float64 `json:"exec_us_per_delivered_row"`
+	// CapRowsPerSec is the delivered rows over the steps' total time: the
+	// rate at which steps of this size and cost would run back to back.
+	CapRowsPerSec float64 `json:"cap_rows_per_sec,omitempty"`
+}
+
+// sequencerQuery marks the numbering step among the statements.
+const sequencerQuery = "outbox_sequence("
+
+// statementStats reads every statement's counters in the bench's database.
+func (b *bench) statementStats(ctx context.Context) (map[int64]stmtStat, error) {
+	if b.stmtsSource != stmtsFromStatements {
+		return nil, nil
+	}
+	b.own.add()
+	rows, err := b.admin.Query(ctx, statementStatsSQL)
+	if err != nil {
+		return nil, fmt.Errorf("read pg_stat_statements: %w", err)
+	}
+	out := map[int64]stmtStat{}
+	for rows.Next() {
+		var id int64
+		var st stmtStat
+		if err := rows.Scan(&id, &st.query, &st.calls, &st.execMS, &st.rows); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read pg_stat_statements: %w", err)
+		}
+		out[id] = st
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read pg_stat_statements: %w", err)
+	}
+	return out, nil
+}
+
+// statementCosts lists the statements between two readings by execution
+// time, the longest first (at most top), and the numbering step's share;
+// rows is the rows delivered meanwhile.
+func statementCosts(before, after map[int64]stmtStat, rows, top int) ([]StatementCost, *SequencerCost) {
+	if after == nil || rows <= 0 {
+		return nil, nil
+	}
+	var out []StatementCost
+	var seq *SequencerCost
+	n := float64(rows)
+	for id, a := range after {
+		p := before[id]
+		calls := a.calls - p.calls
+		if calls <= 0 {
+			continue
+		}
+		sc := StatementCost{Query: a.query, Calls: calls, TotalMS: a.execMS - p.execMS, Rows: a.rows - p.rows}
+		sc.MeanMS = sc.TotalMS / float64(calls)
+		sc.USPerRow = sc.TotalMS * 1000 / n
+		out = append(out, sc)
+		if strings.Contains(a.query, sequencerQuery) {
+			if seq == nil {
+				seq = &SequencerCost{}
+			}
+			seq.Steps += calls
+			seq.TotalMS += sc.TotalMS
+		}
+	}
+	slices.SortFunc(out, func(x, y StatementCost) int { return cmp.Compare(y.TotalMS, x.TotalMS) })
+	if len(out) > top {
+		out = out[:top]
+	}
+	if seq != nil {
+		seq.MeanMS = seq.TotalMS / float64(seq.Steps)
+		seq.RowsStep = n / float64(seq.Steps)
+		seq.USPerRow = seq.TotalMS * 1000 / n
+		if seq.TotalMS > 0 {
+			seq.CapRowsPerSec = n / (seq.TotalMS / 1000)
+		}
+	}
+	return out, seq
 }
 
 // Cost is a scenario's PostgreSQL cost per delivered row.
@@ -77,6 +197,10 @@ type Cost struct {
 	ClusterUSPerRow *float64 `json:"cluster_cpu_us_per_row,omitempty"`
 	OutboxUpdates   int64    `json:"outbox_updates"`
 	HOTRatio        *float64 `json:"outbox_hot_update_ratio,omitempty"`
+	// Statements are the statements that took the most execution time,
+	// and Sequencer the numbering step (pg_stat_statements only).
+	Statements []StatementCost `json:"top_statements,omitempty"`
+	Sequencer  *SequencerCost  `json:"sequencer,omitempty"`
 }
 
 // counter counts the bench's own statements in its database.
@@ -145,6 +269,11 @@ func (b *bench) snap(ctx context.Context, schema string) (pgSnap, error) {
 	if err := b.admin.QueryRow(ctx, q).Scan(&s.stmts); err != nil {
 		return s, fmt.Errorf("count statements: %w", err)
 	}
+	st, err := b.statementStats(ctx)
+	if err != nil {
+		return s, err
+	}
+	s.statements = st
 	if schema != "" {
 		b.own.add()
 		if err := b.admin.QueryRow(ctx, outboxUpdatesSQL, schema).Scan(&s.outboxUpd, &s.hotUpd); err != nil {
@@ -222,6 +351,7 @@ func (b *bench) cost(ctx context.Context, before, after pgSnap, pgBackends map[i
 		r := float64(after.hotUpd-before.hotUpd) / float64(c.OutboxUpdates)
 		c.HOTRatio = &r
 	}
+	c.Statements, c.Sequencer = statementCosts(before.statements, after.statements, rows, topStatements)
 	return c, nil
 }
 

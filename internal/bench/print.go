@@ -10,6 +10,14 @@ import (
 
 func f1(v float64) string { return fmt.Sprintf("%.1f", v) }
 
+// busy shows the machine's busy share.
+func busy(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100**v)
+}
+
 func optF(v *float64, format string) string {
 	if v == nil {
 		return "-"
@@ -59,8 +67,9 @@ func (r *report) printTable(out io.Writer) {
 			l.Rows, l.TargetRate, l.AchievedRate, l.Conns, l.Ordering)
 		fmt.Fprintf(out, "   commit -> Svix: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms, mean %.1f ms; %d of %d delivered\n",
 			l.P50MS, l.P95MS, l.P99MS, l.MaxMS, l.MeanMS, l.Delivered, l.Rows)
-		fmt.Fprintf(out, "   relay: peak RSS %.1f MiB, peak heap %.0f MiB, CPU %.0f µs/row; load at start %s; relay logged %d warnings, %d errors\n",
-			l.RelayPeakRSSMiB, l.RelayPeakHeapMiB, l.RelayCPUPer1k*1000, l.LoadAtStart, l.RelayWarnings, l.RelayErrors)
+		fmt.Fprintf(out, "   relay CPU %.0f µs/row; relay logged %d warnings, %d errors\n", l.RelayCPUPer1k*1000, l.RelayWarnings, l.RelayErrors)
+		r.printUsage(out, &l.Usage, 1, l.RelayPeakHeapMiB, l.LoadAtStart)
+		printStatements(out, l.Sequencer, l.Statements, 1)
 	}
 	if p := r.Producers; p != nil {
 		fmt.Fprintf(out, "\n== producers: %d producers, each transaction writes %d rows of %d shared assets in random order, relay running (ordering asset)\n",
@@ -74,6 +83,17 @@ func (r *report) printTable(out io.Writer) {
 		tw.Flush()
 		fmt.Fprintf(out, "   %d of %d committed rows reached Svix; load at start %s; relay logged %d warnings, %d errors\n",
 			p.Delivered, p.Committed, p.LoadAtStart, p.RelayWarnings, p.RelayErrors)
+	}
+
+	if q := r.Sequencer; q != nil {
+		fmt.Fprintf(out, "\n== sequencer: the numbering step (SELECT outbox_sequence(k)) on one connection over %d committed rows, no relay running; load at start %s, machine busy %s\n",
+			q.Rows, q.LoadAtStart, busy(q.MachineBusy))
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "   rows per step\tsteps\tms per step\tmax ms\tbackend CPU ms per step\trows/s back to back\t")
+		for _, s := range q.Sizes {
+			fmt.Fprintf(tw, "   %d\t%d\t%.2f\t%.2f\t%s\t%.0f\t\n", s.RowsPerStep, s.Steps, s.MeanMS, s.MaxMS, optF(s.CPUMeanMS, "%.2f"), s.RowsPerSec)
+		}
+		tw.Flush()
 	}
 
 	r.printSummary(out)
@@ -92,9 +112,66 @@ func (r *report) printTable(out io.Writer) {
 	fmt.Fprintf(out, "\ntotal %.0f s (%s)\n\n", r.TotalSeconds, time.Duration(r.TotalSeconds*float64(time.Second)).Round(time.Second))
 }
 
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// printUsage prints the relays' memory and where the CPU went.
+func (r *report) printUsage(out io.Writer, u *Usage, replicas int, peakHeap float64, load string) {
+	peaks := make([]string, 0, len(u.RelayPeakRSSPerReplicaMiB))
+	for _, p := range u.RelayPeakRSSPerReplicaMiB {
+		peaks = append(peaks, f1(p))
+	}
+	if len(peaks) == 0 {
+		peaks = append(peaks, f1(u.RelayPeakRSSMiB))
+	}
+	each := ""
+	if replicas > 1 {
+		each = " (each replica)"
+	}
+	fmt.Fprintf(out, "   relay: peak RSS %s MiB%s, peak heap %.0f MiB; load at start %s\n", strings.Join(peaks, " / "), each, peakHeap, load)
+	machine := "-"
+	if u.MachineBusy != nil {
+		machine = fmt.Sprintf("%.0f%%", 100**u.MachineBusy)
+	}
+	fmt.Fprintf(out, "   CPU over %.2f s: relay %.2f s (%s), PostgreSQL backends %s s (cluster %s s), bench and fake Svix %.2f s; these %.0f%% of %d cores; machine busy %s (every process, /proc/stat)\n",
+		u.WallSeconds, u.RelayCPUSeconds, plural(max(replicas, 1), "process", "processes summed"), optF(u.PostgresBackendCPUSeconds, "%.2f"), optF(u.PostgresCPUSeconds, "%.2f"),
+		u.BenchCPUSeconds, 100*u.CPUBusy, r.Machine.CPUs, machine)
+}
+
+// printStatements prints the numbering step's cost and the statements
+// that took the most execution time.
+func printStatements(out io.Writer, seq *SequencerCost, top []StatementCost, replicas int) {
+	if seq != nil {
+		waits := ""
+		if replicas > 1 {
+			waits = " (with several relays: including waits for the step's lock)"
+		}
+		fmt.Fprintf(out, "   numbering step (outbox_sequence): %d steps, %.2f ms each%s, %.1f rows per step, %.1f µs per row: back to back, steps like these number %.0f rows/s\n",
+			seq.Steps, seq.MeanMS, waits, seq.RowsStep, seq.USPerRow, seq.CapRowsPerSec)
+	}
+	if len(top) == 0 {
+		return
+	}
+	fmt.Fprintln(out, "   statements by execution time (pg_stat_statements; wall time in the server, summed over backends):")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "     ms\tcalls\tms/call\tµs/row\tquery")
+	for _, s := range top {
+		q := s.Query
+		if len(q) > 100 {
+			q = q[:100] + "..."
+		}
+		fmt.Fprintf(tw, "     %.0f\t%d\t%.3f\t%.1f\t%s\n", s.TotalMS, s.Calls, s.MeanMS, s.USPerRow, q)
+	}
+	tw.Flush()
+}
+
 func (r *report) printDrain(out io.Writer, d *DrainResult) {
-	fmt.Fprintf(out, "\n== %s: %d rows, %s layout (%d keys, %d with several rows), %s, ordering %s, Svix %d ms\n",
-		d.Scenario, d.Rows, d.Layout, d.Keys, d.MultiRowKeys, d.Stats, d.Ordering, d.SvixLatencyMS)
+	fmt.Fprintf(out, "\n== %s: %d rows, %s layout (%d keys, %d with several rows), %s, ordering %s, Svix %d ms, %s\n",
+		d.Scenario, d.Rows, d.Layout, d.Keys, d.MultiRowKeys, d.Stats, d.Ordering, d.SvixLatencyMS, plural(max(d.Replicas, 1), "relay process", "relay processes"))
 	cut := ""
 	if !d.Complete {
 		cut = fmt.Sprintf(" (CUT after %.0f s)", d.CutAfterSecs)
@@ -115,8 +192,10 @@ func (r *report) printDrain(out io.Writer, d *DrainResult) {
 		fmt.Fprintf(out, "   next row of a key after its predecessor: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d pairs, %d censored at the cut, %d out of order)\n",
 			n.P50MS, n.P99MS, n.MaxMS, n.Count, n.Censored, n.OutOfOrder)
 	}
-	fmt.Fprintf(out, "   relay: peak RSS %.1f MiB, peak heap %.0f MiB, CPU %.2f s; bench (fake Svix) CPU %.2f s; machine busy %.0f%%; load at start %s; %d backends busy in other databases\n",
-		d.RelayPeakRSSMiB, d.RelayPeakHeapMiB, d.RelayCPUSeconds, d.BenchCPUSeconds, 100*d.CPUBusy, d.LoadAtStart, d.BusyElsewhere)
+	r.printUsage(out, &d.Usage, d.Replicas, d.RelayPeakHeapMiB, d.LoadAtStart)
+	if d.BusyElsewhere > 0 {
+		fmt.Fprintf(out, "   %d backends busy in other databases of the cluster\n", d.BusyElsewhere)
+	}
 	if c := d.Cost; c != nil {
 		hot := "-"
 		if c.HOTRatio != nil {
@@ -127,6 +206,7 @@ func (r *report) printDrain(out io.Writer, d *DrainResult) {
 		if !d.Complete {
 			fmt.Fprintln(out, "   (cut: the cost per delivered row includes the work done so far on rows claimed but not yet delivered)")
 		}
+		printStatements(out, c.Sequencer, c.Statements, d.Replicas)
 	}
 	fmt.Fprintf(out, "   svix answers %v", d.Status)
 	if d.RelayWarnings+d.RelayErrors > 0 {
@@ -139,9 +219,9 @@ func (r *report) printDrain(out io.Writer, d *DrainResult) {
 func (r *report) printSummary(out io.Writer) {
 	fmt.Fprintln(out, "\nsummary (p50/p99: drains, relay start -> Svix per row; next-row, a key's next row after its predecessor; latency, commit -> Svix; producers, transaction time)")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\trows\trows/s\tvs River\tp50 ms\tp99 ms\tWAL B/row\tstmts/row\trelay µs/row\tpg µs/row\tHOT\tRSS MiB\tload\t")
+	fmt.Fprintln(tw, "scenario\trows\trows/s\tvs River\tp50 ms\tp99 ms\tWAL B/row\tstmts/row\trelay µs/row\tpg µs/row\tHOT\tRSS MiB\tbusy\tload\t")
 	if rv := r.River; rv != nil {
-		fmt.Fprintf(tw, "river-noop\t%d\t%.0f\t1.00\t-\t-\t-\t-\t-\t-\t-\t-\t-\t\n", rv.Rows, rv.RowsPerSec)
+		fmt.Fprintf(tw, "river-noop\t%d\t%.0f\t1.00\t-\t-\t-\t-\t-\t-\t-\t-\t%s\t-\t\n", rv.Rows, rv.RowsPerSec, busy(rv.MachineBusy))
 	}
 	drains := append([]DrainResult{}, r.Drains...)
 	if r.RateCap != nil {
@@ -170,14 +250,14 @@ func (r *report) printSummary(out io.Writer) {
 				hot = fmt.Sprintf("%.0f%%", 100**c.HOTRatio)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", d.Scenario, d.Rows, rate, ratio, p50, p99, wal, stmts, relay, pg, hot, f1(d.RelayPeakRSSMiB), d.LoadAtStart)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", d.Scenario, d.Rows, rate, ratio, p50, p99, wal, stmts, relay, pg, hot, f1(d.RelayPeakRSSMiB), busy(d.MachineBusy), d.LoadAtStart)
 	}
 	if l := r.Latency; l != nil {
-		fmt.Fprintf(tw, "latency\t%d\t%.0f\t-\t%.1f\t%.1f\t-\t-\t%.0f\t-\t-\t%s\t%s\t\n", l.Rows, l.AchievedRate, l.P50MS, l.P99MS, l.RelayCPUPer1k*1000, f1(l.RelayPeakRSSMiB), l.LoadAtStart)
+		fmt.Fprintf(tw, "latency\t%d\t%.0f\t-\t%.1f\t%.1f\t-\t-\t%.0f\t-\t-\t%s\t%s\t%s\t\n", l.Rows, l.AchievedRate, l.P50MS, l.P99MS, l.RelayCPUPer1k*1000, f1(l.RelayPeakRSSMiB), busy(l.MachineBusy), l.LoadAtStart)
 	}
 	if p := r.Producers; p != nil {
 		for _, m := range p.Modes {
-			fmt.Fprintf(tw, "producers/%s\t%d\t%.0f\t-\t%.1f\t%.1f\t-\t-\t-\t-\t-\t-\t%s\t\n", m.Mode, m.Rows, float64(m.Rows)/m.Seconds, m.TxP50MS, m.TxP99MS, p.LoadAtStart)
+			fmt.Fprintf(tw, "producers/%s\t%d\t%.0f\t-\t%.1f\t%.1f\t-\t-\t-\t-\t-\t-\t-\t%s\t\n", m.Mode, m.Rows, float64(m.Rows)/m.Seconds, m.TxP50MS, m.TxP99MS, p.LoadAtStart)
 		}
 	}
 	tw.Flush()

@@ -157,7 +157,7 @@ func (b *bench) producers(ctx context.Context) (_ ProducersResult, err error) {
 	if o.drainCut > 0 {
 		limit = min(limit, 15*time.Second)
 	}
-	if err := waitFor(ctx, run.proc, run.fake, limit, func(s *svixfake.Server) bool { return s.MessageCount() >= res.Committed }); err != nil {
+	if err := waitFor(ctx, run.fake, limit, func(s *svixfake.Server) bool { return s.MessageCount() >= res.Committed }, run.proc); err != nil {
 		b.logf("producers: %d of %d committed rows reached svix within %s", run.fake.MessageCount(), res.Committed, limit)
 	}
 	res.Delivered = run.fake.MessageCount()

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -76,26 +78,75 @@ func selfCPU() time.Duration {
 }
 
 // waitFor waits until cond holds on the fake Svix, for at most timeout,
-// and gives up at once, with the relay's exit, when the relay p dies first.
-func waitFor(ctx context.Context, p *relayproc.Proc, fake *svixfake.Server, timeout time.Duration, cond func(*svixfake.Server) bool) error {
+// and gives up at once, with the relay's exit, when one of the relays
+// procs dies first.
+func waitFor(ctx context.Context, fake *svixfake.Server, timeout time.Duration, cond func(*svixfake.Server) bool, procs ...*relayproc.Proc) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-p.Exited():
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	for _, p := range procs {
+		go func() {
+			select {
+			case <-p.Exited():
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	err := fake.WaitFor(ctx, cond)
-	select {
-	case <-p.Exited():
-		if err != nil {
+	for _, p := range procs {
+		if p.Dead() && err != nil {
 			return fmt.Errorf("relay exited (%v); see %s", p.ExitErr(), p.LogPath())
 		}
-	default:
 	}
 	return err
+}
+
+// relays are the relay processes of one drain (its replicas).
+type relays []*relayproc.Proc
+
+// usage sums the relays' CPU time; PeakRSSKiB is the largest peak of any
+// of them, and peaks lists each one's, in MiB.
+func (rs relays) usage() (sum relayproc.Usage, peaks []float64, err error) {
+	for _, p := range rs {
+		u, err := p.Usage()
+		if err != nil {
+			return sum, nil, err
+		}
+		sum.CPU += u.CPU
+		sum.RSSKiB += u.RSSKiB
+		sum.PeakRSSKiB = max(sum.PeakRSSKiB, u.PeakRSSKiB)
+		peaks = append(peaks, float64(u.PeakRSSKiB)/1024)
+	}
+	return sum, peaks, nil
+}
+
+// dead reports whether any of the relays has exited.
+func (rs relays) dead() bool {
+	return slices.ContainsFunc(rs, (*relayproc.Proc).Dead)
+}
+
+// stop stops the relays together (SIGTERM to each, then waits), so that a
+// replica's shutdown leaves no rows for the others to pick up.
+func (rs relays) stop(b *bench, name string, timeout time.Duration) {
+	var wg sync.WaitGroup
+	for i, p := range rs {
+		wg.Go(func() {
+			if err := p.Stop(timeout); err != nil {
+				b.logf("%s: relay %d: %v", name, i+1, err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// logSummary sums the relays' warnings and errors and gives the largest
+// peak heap of any.
+func (rs relays) logSummary() (warn, errs int, peakHeapMiB float64) {
+	for _, p := range rs {
+		w, e, h := p.LogSummary()
+		warn, errs, peakHeapMiB = warn+w, errs+e, max(peakHeapMiB, h)
+	}
+	return warn, errs, peakHeapMiB
 }
 
 // relayArgs runs the relay's delivery without its ops port.

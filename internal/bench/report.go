@@ -105,6 +105,7 @@ type report struct {
 	Latency      *LatencyResult   `json:"latency,omitempty"`
 	Producers    *ProducersResult `json:"producers,omitempty"`
 	RateCap      *DrainResult     `json:"rate_cap,omitempty"`
+	Sequencer    *SequencerResult `json:"sequencer,omitempty"`
 	Targets      []Target         `json:"targets"`
 	TotalSeconds float64          `json:"total_seconds"`
 }

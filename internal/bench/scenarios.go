@@ -29,11 +29,22 @@ const (
 	relayConcurrency         = 200                    // RELAY_CONCURRENCY default
 )
 
-// Usage is the CPU and memory a scenario cost.
+// Usage is the CPU and memory a scenario cost, and where the machine's
+// CPU went meanwhile.
 type Usage struct {
-	RelayPeakRSSMiB    float64  `json:"relay_peak_rss_mib,omitempty"`
-	RelayCPUSeconds    float64  `json:"relay_cpu_seconds,omitempty"`
-	PostgresCPUSeconds *float64 `json:"postgres_cpu_seconds,omitempty"`
+	// WallSeconds is the span the CPU figures cover.
+	WallSeconds float64 `json:"wall_seconds,omitempty"`
+	// RelayPeakRSSMiB is the largest peak RSS (VmHWM) of any relay
+	// process; RelayPeakRSSPerReplicaMiB lists each replica's.
+	RelayPeakRSSMiB           float64   `json:"relay_peak_rss_mib,omitempty"`
+	RelayPeakRSSPerReplicaMiB []float64 `json:"relay_peak_rss_per_replica_mib,omitempty"`
+	// RelayCPUSeconds is summed over the relay processes.
+	RelayCPUSeconds float64 `json:"relay_cpu_seconds,omitempty"`
+	// PostgresCPUSeconds is the whole cluster (every database);
+	// PostgresBackendCPUSeconds the backends serving the bench's database
+	// (nil when they cannot be told apart).
+	PostgresCPUSeconds        *float64 `json:"postgres_cpu_seconds,omitempty"`
+	PostgresBackendCPUSeconds *float64 `json:"postgres_backend_cpu_seconds,omitempty"`
 	// BenchCPUSeconds is the bench process: the fake Svix, or River's
 	// client in the no-op reference.
 	BenchCPUSeconds float64 `json:"bench_cpu_seconds"`
@@ -41,14 +52,19 @@ type Usage struct {
 	RelayCPUPer1k    float64  `json:"relay_cpu_seconds_per_1k,omitempty"`
 	PostgresCPUPer1k *float64 `json:"postgres_cpu_seconds_per_1k,omitempty"`
 	BenchCPUPer1k    float64  `json:"bench_cpu_seconds_per_1k"`
-	// CPUBusy is all measured CPU over wall time × cores: near 1 means the
-	// machine was saturated.
-	CPUBusy float64 `json:"cpu_busy"`
+	// CPUBusy is the measured CPU (relay, cluster, bench) over wall time
+	// × cores; MachineBusy is every process's, from /proc/stat (nil when
+	// unreadable). Near 1 the machine was saturated; the difference is
+	// other work on the machine.
+	CPUBusy     float64  `json:"cpu_busy"`
+	MachineBusy *float64 `json:"machine_busy,omitempty"`
 }
 
 // DrainResult is one backlog drain (or the River reference, or the rate cap).
 type DrainResult struct {
-	Scenario      string  `json:"scenario"`
+	Scenario string `json:"scenario"`
+	// Replicas is how many relay processes drained it.
+	Replicas      int     `json:"replicas,omitempty"`
 	Rows          int     `json:"rows"`
 	SvixLatencyMS int     `json:"svix_latency_ms"`
 	Ordering      string  `json:"ordering,omitempty"`
@@ -109,34 +125,38 @@ type LatencyResult struct {
 	RelayPeakHeapMiB float64 `json:"relay_peak_heap_mib,omitempty"`
 	RelayWarnings    int     `json:"relay_warn_lines,omitempty"`
 	RelayErrors      int     `json:"relay_error_lines,omitempty"`
+	// Statements and Sequencer are from pg_stat_statements, over the
+	// inserts and their deliveries (the bench's INSERTs included).
+	Statements []StatementCost `json:"top_statements,omitempty"`
+	Sequencer  *SequencerCost  `json:"sequencer,omitempty"`
 }
 
 // cpuMark is a point to measure CPU from.
 type cpuMark struct {
 	at               time.Time
 	pg, bench, relay time.Duration
+	backends         map[int]time.Duration
+	machine          relayproc.CPUStat
+	machineErr       error
 }
 
-// mark notes the CPU used so far; relay is nil before the relay starts.
-func (b *bench) mark(relay *relayproc.Proc) (cpuMark, error) {
-	m := cpuMark{at: time.Now(), pg: b.pg.total(), bench: selfCPU()}
-	if relay != nil {
-		u, err := relay.Usage()
-		if err != nil {
-			return m, err
-		}
-		m.relay = u.CPU
-	}
-	return m, nil
+// mark notes the CPU used so far; relays is empty before the relays start.
+func (b *bench) mark(rs ...*relayproc.Proc) (cpuMark, error) {
+	m := cpuMark{at: time.Now(), pg: b.pg.total(), bench: selfCPU(), backends: b.backendCPU()}
+	m.machine, m.machineErr = relayproc.ReadCPUStat()
+	u, _, err := relays(rs).usage()
+	m.relay = u.CPU
+	return m, err
 }
 
 // usageSince is the usage of a scenario's rows from m to now; relay is the
-// relay's own usage now (zero when the scenario ran no relay). PostgreSQL's
-// CPU includes whatever else the cluster did meanwhile (in the latency
-// scenario, the bench's own INSERTs).
+// relays' own usage now (CPU summed; zero when the scenario ran no relay).
+// PostgreSQL's CPU includes whatever else the cluster did meanwhile (in the
+// latency scenario, the bench's own INSERTs).
 func (b *bench) usageSince(m cpuMark, relay relayproc.Usage, rows int) Usage {
 	wall := time.Since(m.at)
 	u := Usage{
+		WallSeconds:     wall.Seconds(),
 		RelayPeakRSSMiB: float64(relay.PeakRSSKiB) / 1024,
 		RelayCPUSeconds: max(relay.CPU-m.relay, 0).Seconds(),
 		BenchCPUSeconds: (selfCPU() - m.bench).Seconds(),
@@ -148,6 +168,19 @@ func (b *bench) usageSince(m cpuMark, relay relayproc.Usage, rows int) Usage {
 		total += pg
 		per := pg / float64(rows) * 1000
 		u.PostgresCPUPer1k = &per
+		if b.dbName != "" {
+			var sum time.Duration
+			for pid, t := range b.backendCPU() {
+				sum += t - m.backends[pid]
+			}
+			v := sum.Seconds()
+			u.PostgresBackendCPUSeconds = &v
+		}
+	}
+	if now, err := relayproc.ReadCPUStat(); err == nil && m.machineErr == nil {
+		if v := now.BusySince(m.machine); v >= 0 {
+			u.MachineBusy = &v
+		}
 	}
 	u.RelayCPUPer1k = u.RelayCPUSeconds / float64(rows) * 1000
 	u.BenchCPUPer1k = u.BenchCPUSeconds / float64(rows) * 1000
@@ -160,7 +193,8 @@ type relayRun struct {
 	name string
 	fake *svixfake.Server
 	sch  *benchSchema
-	proc *relayproc.Proc
+	proc *relayproc.Proc // the relay of a single-relay scenario
+	reps relays          // the relays of a drain
 }
 
 func (b *bench) newFake() (*svixfake.Server, error) {
@@ -198,6 +232,7 @@ func (r *relayRun) close(b *bench) {
 			b.logf("%s: stop relay: %v", r.name, err)
 		}
 	}
+	r.reps.stop(b, r.name, 30*time.Second)
 	if r.fake != nil {
 		_ = r.fake.Close()
 	}
@@ -240,7 +275,7 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 			return res, err
 		}
 	}
-	err = waitFor(ctx, run.proc, run.fake, 30*time.Second, func(s *svixfake.Server) bool { return s.MessageCount() >= warm })
+	err = waitFor(ctx, run.fake, 30*time.Second, func(s *svixfake.Server) bool { return s.MessageCount() >= warm }, run.proc)
 	if err != nil {
 		return res, fmt.Errorf("latency: warm-up rows not delivered: %w", err)
 	}
@@ -248,6 +283,10 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 	total := int(o.latencyRate * o.latencyDuration.Seconds())
 	period := time.Duration(float64(time.Second) / o.latencyRate)
 	commits := make([]time.Time, total) // row i's commit, as its inserter saw it
+	stmts, err := b.statementStats(ctx)
+	if err != nil {
+		return res, err
+	}
 	m, err := b.mark(run.proc)
 	if err != nil {
 		return res, err
@@ -280,7 +319,7 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 		return res, fmt.Errorf("latency: insert: %w", err)
 	}
 	insertSecs := time.Since(t0).Seconds()
-	err = waitFor(ctx, run.proc, run.fake, 30*time.Second, func(s *svixfake.Server) bool { return s.MessageCount() >= warm+total })
+	err = waitFor(ctx, run.fake, 30*time.Second, func(s *svixfake.Server) bool { return s.MessageCount() >= warm+total }, run.proc)
 	if err != nil {
 		b.logf("latency: %d of %d rows delivered 30 s after the last insert", run.fake.MessageCount()-warm, total)
 	}
@@ -289,6 +328,11 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 		return res, err
 	}
 	res.Usage = b.usageSince(m, relay, total)
+	after, err := b.statementStats(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Statements, res.Sequencer = statementCosts(stmts, after, total, topStatements)
 
 	// Each row's acceptance by Svix, matched to its commit by the row
 	// index its entity_id carries.
@@ -399,7 +443,7 @@ func (b *bench) riverNoop(ctx context.Context, n int) (_ DrainResult, err error)
 	}
 	res.InsertSecs = time.Since(t).Seconds()
 
-	m, err := b.mark(nil)
+	m, err := b.mark()
 	if err != nil {
 		return res, err
 	}

@@ -2,7 +2,11 @@ package relayproc
 
 import (
 	"bufio"
+	"cmp"
+	"fmt"
+	"io"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -41,4 +45,49 @@ func ProcField(file, key string) string {
 		}
 	}
 	return ""
+}
+
+// CPUStat is the machine's CPU time so far over every core, in clock
+// ticks, from the first line of /proc/stat: Busy is every state but idle
+// and iowait, Total every state (guest time is already in user).
+type CPUStat struct{ Busy, Total int64 }
+
+// ReadCPUStat reads the machine's CPU time so far.
+func ReadCPUStat() (CPUStat, error) {
+	var s CPUStat
+	f, err := os.Open("/proc/stat")
+	if err != nil {
+		return s, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	if !sc.Scan() {
+		return s, fmt.Errorf("read /proc/stat: %v", cmp.Or(sc.Err(), io.ErrUnexpectedEOF))
+	}
+	fields := strings.Fields(sc.Text())
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return s, fmt.Errorf("parse /proc/stat: first line %q", sc.Text())
+	}
+	// user nice system idle iowait irq softirq steal
+	for i, v := range fields[1:9] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return s, fmt.Errorf("parse /proc/stat: %w", err)
+		}
+		s.Total += n
+		if i != 3 && i != 4 {
+			s.Busy += n
+		}
+	}
+	return s, nil
+}
+
+// BusySince is the share of the machine's CPU time busy since an earlier
+// reading, from 0 (idle) to 1 (every core busy); -1 when nothing elapsed.
+func (s CPUStat) BusySince(earlier CPUStat) float64 {
+	total := s.Total - earlier.Total
+	if total <= 0 {
+		return -1
+	}
+	return float64(s.Busy-earlier.Busy) / float64(total)
 }

@@ -31,3 +31,21 @@ func TestReadProcUsage(t *testing.T) {
 		}
 	}
 }
+
+func TestReadCPUStat(t *testing.T) {
+	t.Parallel()
+	first, err := ReadCPUStat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Total <= 0 || first.Busy <= 0 || first.Busy > first.Total {
+		t.Fatalf("machine CPU %+v, want 0 < busy <= total", first)
+	}
+	if got := first.BusySince(first); got != -1 {
+		t.Errorf("busy over no time = %g, want -1", got)
+	}
+	later := CPUStat{Busy: first.Busy + 50, Total: first.Total + 200}
+	if got := later.BusySince(first); got != 0.25 {
+		t.Errorf("busy = %g, want 0.25", got)
+	}
+}
