@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgxlisten"
 	"github.com/riverqueue/river"
 	"go.uber.org/zap"
@@ -64,7 +65,7 @@ const claimLockSQL = `SELECT pg_advisory_xact_lock(hashtextextended('relay.outbo
 // skips a row.
 // $3: ordering on; $4: BlockOnFailure; $5: ordering by entity.
 const admitSQL = `
-SELECT c.id, c.commit_seq,
+SELECT c.id, c.commit_seq, c.partition_at,
        num_nulls(c.enqueued_at, c.delivered_at, c.failed_at) = 3 AND (NOT $3::boolean OR NOT EXISTS (
            SELECT 1 FROM outbox e
             WHERE e.app_id = c.app_id AND (e.data ->> 'asset_id') = (c.data ->> 'asset_id')
@@ -72,7 +73,7 @@ SELECT c.id, c.commit_seq,
               AND e.delivered_at IS NULL
               AND ($4::boolean OR num_nulls(e.failed_at) = 1)
               AND (NOT $5::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id')))
-  FROM (SELECT o.id, o.commit_seq, o.app_id, o.data, o.enqueued_at, o.delivered_at, o.failed_at
+  FROM (SELECT o.id, o.commit_seq, o.partition_at, o.app_id, o.data, o.enqueued_at, o.delivered_at, o.failed_at
           FROM outbox o
          WHERE o.commit_seq > $1 AND o.partition_at <= ` + notAhead + `
          ORDER BY o.commit_seq
@@ -92,7 +93,7 @@ const noSortSQL = `SET LOCAL enable_sort = off`
 // $2 are the ids already seen at the page boundary's timestamp); it runs at
 // start, after a replay or a sweep, and every RescanInterval.
 const rescanSQL = `
-SELECT c.id, c.created_at,
+SELECT c.id, c.created_at, c.partition_at,
        c.enqueued_at IS NULL AND c.commit_seq IS NOT NULL AND (NOT $4::boolean OR NOT EXISTS (
            SELECT 1 FROM outbox e
             WHERE e.app_id = c.app_id AND (e.data ->> 'asset_id') = (c.data ->> 'asset_id')
@@ -100,7 +101,7 @@ SELECT c.id, c.created_at,
               AND e.delivered_at IS NULL
               AND ($5::boolean OR num_nulls(e.failed_at) = 1)
               AND (NOT $6::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id')))
-  FROM (SELECT o.id, o.created_at, o.commit_seq, o.app_id, o.data, o.enqueued_at
+  FROM (SELECT o.id, o.created_at, o.commit_seq, o.partition_at, o.app_id, o.data, o.enqueued_at
           FROM outbox o
          WHERE o.delivered_at IS NULL AND o.failed_at IS NULL
            AND o.created_at >= $1 AND NOT (o.id = ANY (coalesce($2::bigint[], '{}')))
@@ -109,13 +110,16 @@ SELECT c.id, c.created_at,
 
 // setClaimedSQL hands rows to their jobs. The id = ANY qual keeps the
 // outbox side a primary-key lookup whatever the planner thinks of unnest's
-// size (without it, a generic plan may scan the outbox once per row). The guard keeps a row that
+// size (without it, a generic plan may scan the outbox once per row), and
+// $3 and $4 (the rows' partSpan) prune the partitions that hold none of
+// them. The guard keeps a row that
 // another claim took meanwhile with that claim. The row's indexed columns
 // do not change, so the new version can stay on its page (HOT).
 const setClaimedSQL = `
 UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = u.job_id
   FROM unnest($1::bigint[], $2::bigint[]) AS u (id, job_id)
- WHERE o.id = ANY ($1::bigint[]) AND o.partition_at <= ` + notAhead + ` AND o.id = u.id AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2`
+ WHERE o.id = ANY ($1::bigint[]) AND o.partition_at >= $3 AND o.partition_at <= $4 AND o.partition_at <= ` + notAhead + `
+   AND o.id = u.id AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2`
 
 // staleSQL hands back rows whose job is gone (deleted by hand, or lost
 // some other way): enqueued long ago, neither delivered nor failed, and no
@@ -307,7 +311,7 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 	defer cancel()
 
 	ordered, byEntity := r.cfg.Ordering != OrderOff, r.cfg.Ordering == OrderByEntity
-	var heads []int64
+	var heads []claimed
 	seen := 0
 	high := f.watermark
 	var next rescanPage
@@ -315,15 +319,16 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 		next = *page
 		var id int64
 		var created time.Time
+		var at pgtype.Timestamptz
 		var head bool
-		err := r.readSorted(ctx, rescanSQL, []any{page.after, page.seen, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity}, []any{&id, &created, &head}, func() error {
+		err := r.readSorted(ctx, rescanSQL, []any{page.after, page.seen, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity}, []any{&id, &created, &at, &head}, func() error {
 			seen++
 			if !created.Equal(next.after) {
 				next.after, next.seen = created, next.seen[:0:0]
 			}
 			next.seen = append(next.seen, id)
 			if head {
-				heads = append(heads, id)
+				heads = append(heads, claimed{id, at})
 			}
 			return nil
 		})
@@ -332,12 +337,13 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 		}
 	} else {
 		var id, seq int64
+		var at pgtype.Timestamptz
 		var head bool
-		err := r.readSorted(ctx, admitSQL, []any{f.watermark, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity}, []any{&id, &seq, &head}, func() error {
+		err := r.readSorted(ctx, admitSQL, []any{f.watermark, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity}, []any{&id, &seq, &at, &head}, func() error {
 			seen++
 			high = max(high, seq)
 			if head {
-				heads = append(heads, id)
+				heads = append(heads, claimed{id, at})
 			}
 			return nil
 		})
@@ -375,29 +381,31 @@ func (r *Relay) readSorted(ctx context.Context, sql string, args, dest []any, fn
 	return r.pool.SendBatch(ctx, b).Close()
 }
 
-// claim hands rows to new batch jobs of at most BatchSize rows, inside tx.
-func (r *Relay) claim(ctx context.Context, tx pgx.Tx, ids []int64) error {
-	if len(ids) == 0 {
+// claim hands rows to new batch jobs of at most BatchSize rows, inside
+// tx. Each job's args carry its rows' partSpan.
+func (r *Relay) claim(ctx context.Context, tx pgx.Tx, rows []claimed) error {
+	if len(rows) == 0 {
 		return nil
 	}
 	var params []river.InsertManyParams
-	for start := 0; start < len(ids); start += r.cfg.BatchSize {
-		part := ids[start:min(start+r.cfg.BatchSize, len(ids))]
-		params = append(params, river.InsertManyParams{Args: BatchArgs{IDs: part}, InsertOpts: batchInsertOpts(r.cfg.Queue)})
+	for start := 0; start < len(rows); start += r.cfg.BatchSize {
+		part := rows[start:min(start+r.cfg.BatchSize, len(rows))]
+		params = append(params, river.InsertManyParams{Args: batchArgs(part), InsertOpts: batchInsertOpts(r.cfg.Queue)})
 	}
 	results, err := r.client.InsertManyTx(ctx, tx, params)
 	if err != nil {
 		return fmt.Errorf("insert delivery jobs: %w", err)
 	}
-	rowIDs := make([]int64, 0, len(ids))
-	jobIDs := make([]int64, 0, len(ids))
+	rowIDs := make([]int64, 0, len(rows))
+	jobIDs := make([]int64, 0, len(rows))
 	for i, res := range results {
 		for _, id := range params[i].Args.(BatchArgs).IDs {
 			rowIDs = append(rowIDs, id)
 			jobIDs = append(jobIDs, res.Job.ID)
 		}
 	}
-	if _, err := tx.Exec(ctx, setClaimedSQL, rowIDs, jobIDs); err != nil {
+	lo, hi := spanOf(rows).bounds()
+	if _, err := tx.Exec(ctx, setClaimedSQL, rowIDs, jobIDs, lo, hi); err != nil {
 		return fmt.Errorf("mark claimed rows enqueued: %w", err)
 	}
 	return nil

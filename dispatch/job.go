@@ -15,8 +15,15 @@ import (
 // payload is copied into river_job, River UI or the WAL twice). A job acts
 // only on the rows whose job_id is its own id and that have not ended, so
 // a row handed to another job meanwhile is left alone.
+//
+// PartitionFromUS and PartitionToUS bound the rows' partition_at (Unix
+// microseconds, both inclusive), so the job's lookups by id prune the
+// other partitions of the outbox (see partSpan). Jobs made before they
+// existed have neither and look in every partition.
 type BatchArgs struct {
-	IDs []int64 `json:"ids"`
+	IDs             []int64 `json:"ids"`
+	PartitionFromUS *int64  `json:"part_from_us,omitempty"`
+	PartitionToUS   *int64  `json:"part_to_us,omitempty"`
 }
 
 // BatchKind is the River job kind of BatchArgs.

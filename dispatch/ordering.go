@@ -25,10 +25,10 @@ const (
 // demoteSQL hands rows that are no longer heads back to waiting (under
 // the exclusive claim lock): the row before them claims them when it ends.
 // It returns the rows that are heads after all (their predecessor ended
-// meanwhile), which the job sends.
+// meanwhile), which the job sends. $5 and $6 are the rows' partSpan.
 const demoteSQL = `
 WITH c AS (
-    SELECT o.id,
+    SELECT o.id, o.partition_at,
            EXISTS (SELECT 1 FROM outbox e
                     WHERE e.app_id = o.app_id AND (e.data ->> 'asset_id') = (o.data ->> 'asset_id')
                       AND e.commit_seq < o.commit_seq AND e.partition_at <= ` + notAhead + `
@@ -36,23 +36,29 @@ WITH c AS (
                       AND ($3::boolean OR num_nulls(e.failed_at) = 1)
                       AND (NOT $4::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id')) AS behind
       FROM outbox o
-     WHERE o.id = ANY ($1::bigint[]) AND o.partition_at <= ` + notAhead + ` AND o.job_id = $2 AND num_nulls(o.delivered_at, o.failed_at) = 2
+     WHERE o.id = ANY ($1::bigint[]) AND o.partition_at >= $5 AND o.partition_at <= $6 AND o.partition_at <= ` + notAhead + `
+       AND o.job_id = $2 AND num_nulls(o.delivered_at, o.failed_at) = 2
 ), d AS (
     UPDATE outbox o SET enqueued_at = NULL, job_id = NULL
-      FROM c WHERE o.id = c.id AND c.behind
+      FROM c WHERE o.id = c.id AND o.partition_at = c.partition_at AND c.behind
+       AND o.partition_at >= $5 AND o.partition_at <= $6 AND o.partition_at <= ` + notAhead + `
 )
-SELECT id FROM c WHERE NOT behind`
+SELECT id, partition_at FROM c WHERE NOT behind`
 
 // successorSQL finds the new head of each key whose row just ended, when
 // it is numbered and not claimed yet: it is claimed in the same
 // transaction, so the next row of a key is on its way the moment its
-// predecessor's outcome commits. One probe of outbox_key_idx per key.
+// predecessor's outcome commits. One probe of outbox_key_idx per key (of
+// every partition not ahead: a key's next row may be in any of them, older
+// or newer than its predecessor's, since partition_at is when a
+// transaction started and commit_seq when it committed). It returns the
+// rows' partition_at, which bounds the lookups of the job they go to.
 const successorSQL = `
-SELECT h.id
+SELECT h.id, h.partition_at
   FROM (SELECT DISTINCT app_id, asset_id, entity_id
           FROM unnest($1::text[], $2::text[], $3::text[]) AS k (app_id, asset_id, entity_id)) k
  CROSS JOIN LATERAL (
-       SELECT e.id, e.enqueued_at, e.failed_at, e.commit_seq
+       SELECT e.id, e.partition_at, e.enqueued_at, e.failed_at, e.commit_seq
          FROM outbox e
         WHERE e.app_id = k.app_id AND (e.data ->> 'asset_id') = k.asset_id AND e.partition_at <= ` + notAhead + `
           AND e.delivered_at IS NULL
@@ -79,19 +85,21 @@ const recheckSQL = successorSQL + `
    AND (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM outbox_commit_seq) > $5`
 
 // claimSuccessorsIntoSQL is successorSQL claiming the rows it finds into
-// the running job $5 in the same statement.
+// the running job $5 in the same statement; the job widens its span with
+// the partition_at it returns.
 const claimSuccessorsIntoSQL = `
 WITH h AS (` + successorSQL + `
 )
 UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = $5
   FROM h
- WHERE o.id = h.id AND o.partition_at <= ` + notAhead + ` AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2
-RETURNING o.id`
+ WHERE o.id = h.id AND o.partition_at = h.partition_at AND o.partition_at <= ` + notAhead + `
+   AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2
+RETURNING o.id, o.partition_at`
 
 // demote hands back rows behind an undelivered earlier row of their key
 // (one replayed after they were claimed) and returns those that are heads
-// after all.
-func (r *Relay) demote(ctx context.Context, jobID int64, ids []int64) ([]int64, error) {
+// after all. span covers the rows.
+func (r *Relay) demote(ctx context.Context, jobID int64, ids []int64, span partSpan) ([]claimed, error) {
 	tx, err := r.pool.Begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("begin hand-back: %w", err)
@@ -100,11 +108,12 @@ func (r *Relay) demote(ctx context.Context, jobID int64, ids []int64) ([]int64, 
 	if _, err := tx.Exec(ctx, claimLockSQL); err != nil {
 		return nil, fmt.Errorf("take the claim lock: %w", err)
 	}
-	res, err := tx.Query(ctx, demoteSQL, ids, jobID, r.cfg.BlockOnFailure, r.cfg.Ordering == OrderByEntity)
+	lo, hi := span.bounds()
+	res, err := tx.Query(ctx, demoteSQL, ids, jobID, r.cfg.BlockOnFailure, r.cfg.Ordering == OrderByEntity, lo, hi)
 	if err != nil {
 		return nil, fmt.Errorf("hand back rows behind an earlier row: %w", err)
 	}
-	heads, err := pgx.CollectRows(res, pgx.RowTo[int64])
+	heads, err := pgx.CollectRows(res, scanClaimed)
 	if err != nil {
 		return nil, fmt.Errorf("hand back rows behind an earlier row: %w", err)
 	}
@@ -163,7 +172,7 @@ func (r *Relay) queueSuccessors(batch *pgx.Batch, jobID int64, rows []*batchRow,
 
 // readSuccessors reads what queueSuccessors queued: the rows claimed into
 // the job, or found for a new one.
-func (r *Relay) readSuccessors(br pgx.BatchResults, jobID int64, k *endedKeys) ([]int64, error) {
+func (r *Relay) readSuccessors(br pgx.BatchResults, jobID int64, k *endedKeys) ([]claimed, error) {
 	var lock string
 	if err := br.QueryRow().Scan(&lock, &k.seenHigh); err != nil {
 		return nil, fmt.Errorf("take the claim lock: %w", err)
@@ -172,11 +181,18 @@ func (r *Relay) readSuccessors(br pgx.BatchResults, jobID int64, k *endedKeys) (
 	if err != nil {
 		return nil, fmt.Errorf("claim the next rows of batch job %d's keys: %w", jobID, err)
 	}
-	heads, err := pgx.CollectRows(res, pgx.RowTo[int64])
+	heads, err := pgx.CollectRows(res, scanClaimed)
 	if err != nil {
 		return nil, fmt.Errorf("claim the next rows of batch job %d's keys: %w", jobID, err)
 	}
 	return heads, nil
+}
+
+// scanClaimed reads a row's id and partition_at.
+func scanClaimed(row pgx.CollectableRow) (claimed, error) {
+	var c claimed
+	err := row.Scan(&c.id, &c.at)
+	return c, err
 }
 
 // recheckSuccessors looks again, after the outcome transaction committed,
@@ -189,8 +205,8 @@ func (r *Relay) recheckSuccessors(ctx context.Context, k *endedKeys) {
 	}
 	res, err := r.pool.Query(ctx, recheckSQL, k.apps, k.assets, k.entities, r.cfg.BlockOnFailure, k.seenHigh)
 	if err == nil {
-		var heads []int64
-		heads, err = pgx.CollectRows(res, pgx.RowTo[int64])
+		var heads []claimed
+		heads, err = pgx.CollectRows(res, scanClaimed)
 		if err == nil && len(heads) > 0 {
 			err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error { return r.claim(ctx, tx, heads) })
 		}

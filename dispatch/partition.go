@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -128,4 +129,91 @@ func (r *Relay) ensurePartitions(ctx context.Context) {
 	if ahead < partitionsLowWater {
 		r.log.Warn("few outbox partitions ready ahead", zap.Int64("partitions_ahead", ahead))
 	}
+}
+
+// Lookups by id (a batch job's read of its rows, its outcomes, the claim
+// that marks rows, a hand-back) are bounded below and above by the
+// partition_at of the rows looked up, so PostgreSQL prunes every other
+// partition when the statement starts, generic plans included: without a
+// bound each id probes the primary key of every partition not ahead, and a
+// week of retention keeps eight of them. The bound comes from the rows
+// themselves, read where they are claimed (admission, rescan, succession),
+// and travels in the job's args (BatchArgs.PartitionFromUS/ToUS). It stays
+// true for as long as a job owns a row: a row's partition_at changes only
+// when retention moves a failed row, which no job owns (a replay hands it
+// back, and the claim that takes it again reads its new partition_at).
+
+// claimed is a row a claim hands to a job: its id and partition_at.
+type claimed struct {
+	id int64
+	at pgtype.Timestamptz
+}
+
+// partSpan is the range of partition_at over a set of rows, in Unix
+// microseconds. An open span bounds nothing: a job made before spans
+// existed, or a row at ±infinity (outbox_legacy holds the rows written
+// before the outbox was partitioned at -infinity).
+type partSpan struct {
+	lo, hi int64
+	n      int
+	open   bool
+}
+
+// openSpan bounds nothing.
+func openSpan() partSpan { return partSpan{open: true} }
+
+// add widens s to cover a row's partition_at.
+func (s *partSpan) add(at pgtype.Timestamptz) {
+	if !at.Valid || at.InfinityModifier != pgtype.Finite {
+		s.open = true
+		return
+	}
+	us := at.Time.UnixMicro()
+	if s.n == 0 || us < s.lo {
+		s.lo = us
+	}
+	if s.n == 0 || us > s.hi {
+		s.hi = us
+	}
+	s.n++
+}
+
+// spanOf is the span of rows.
+func spanOf(rows []claimed) partSpan {
+	var s partSpan
+	for _, c := range rows {
+		s.add(c.at)
+	}
+	return s
+}
+
+// bounds are the span's lower and upper bounds as statement parameters:
+// -infinity and infinity when it is open or empty.
+func (s partSpan) bounds() (lo, hi pgtype.Timestamptz) {
+	if s.open || s.n == 0 {
+		return pgtype.Timestamptz{InfinityModifier: pgtype.NegativeInfinity, Valid: true},
+			pgtype.Timestamptz{InfinityModifier: pgtype.Infinity, Valid: true}
+	}
+	return pgtype.Timestamptz{Time: time.UnixMicro(s.lo), Valid: true},
+		pgtype.Timestamptz{Time: time.UnixMicro(s.hi), Valid: true}
+}
+
+// batchArgs are the args of a job for rows.
+func batchArgs(rows []claimed) BatchArgs {
+	a := BatchArgs{IDs: make([]int64, len(rows))}
+	for i, c := range rows {
+		a.IDs[i] = c.id
+	}
+	if s := spanOf(rows); !s.open && s.n > 0 {
+		a.PartitionFromUS, a.PartitionToUS = &s.lo, &s.hi
+	}
+	return a
+}
+
+// span is the span the args carry; open for a job made before spans.
+func (a BatchArgs) span() partSpan {
+	if a.PartitionFromUS == nil || a.PartitionToUS == nil {
+		return openSpan()
+	}
+	return partSpan{lo: *a.PartitionFromUS, hi: *a.PartitionToUS, n: len(a.IDs)}
 }

@@ -2,10 +2,13 @@ package dispatch
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mediaplatform/relay/internal/pgtest"
@@ -54,7 +57,8 @@ func TestPlans(t *testing.T) {
 		checkPlanText(t, strings.Join(lines, "\n"), []string{"Merge Append", current + "_commit_seq_idx", current + "_key_idx"}, noScan)
 	})
 	t.Run("ReadWithStaleStatistics", func(t *testing.T) {
-		checkPlan(t, pool, readSQL, []any{[]int64{100, 200}, int64(7), true, false, false},
+		lo, hi := openSpan().bounds()
+		checkPlan(t, pool, readSQL, []any{[]int64{100, 200}, int64(7), true, false, false, lo, hi},
 			[]string{current + "_pkey", current + "_key_idx"}, noScan[:2])
 	})
 	t.Run("Gauges", func(t *testing.T) {
@@ -84,5 +88,182 @@ func checkPlanText(t *testing.T, plan string, want, not []string) {
 		if strings.Contains(plan, n) {
 			t.Errorf("plan has %s:\n%s", n, plan)
 		}
+	}
+}
+
+// TestIDLookupsPrune checks that the statements that look rows up by id
+// read only the partitions their span covers, with the generic plans pgx's
+// prepared statements get after a few runs too: on an outbox with a week
+// of older partitions, every id lookup names the primary key of the
+// rows' partition only, and the others are removed when the statement
+// starts ("Subplans Removed"). An open span (a job made before spans)
+// still reads every partition not ahead.
+func TestIDLookupsPrune(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, pool := pgtest.Migrated(t)
+	addPastPartitions(t, pool, 7)
+	var ids []int64
+	rows, err := pool.Query(ctx, `INSERT INTO outbox (app_id, event_type, data)
+		SELECT 'acme', 'cut.completed', jsonb_build_object('entity_id', 'c' || i, 'asset_id', 'a' || (i % 5))
+		  FROM generate_series(1, 20) i RETURNING id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, err = pgx.CollectRows(rows, pgx.RowTo[int64]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `SELECT outbox_sequence()`); err != nil {
+		t.Fatal(err)
+	}
+	var current string
+	var at pgtype.Timestamptz
+	if err := pool.QueryRow(ctx, `SELECT tableoid::regclass::text, partition_at FROM outbox WHERE id = $1`, ids[0]).Scan(&current, &at); err != nil {
+		t.Fatal(err)
+	}
+	var notAheadCount int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM outbox_partitions WHERE from_time <= now()`).Scan(&notAheadCount); err != nil {
+		t.Fatal(err)
+	}
+	span := spanOf([]claimed{{ids[0], at}})
+	lo, hi := span.bounds()
+	openLo, openHi := openSpan().bounds()
+	idList := []int64{ids[0], ids[1]}
+	keys := []any{[]string{"acme"}, []string{"a1"}, []string{""}, false}
+	statements := []struct {
+		name string
+		sql  string
+		args func(lo, hi pgtype.Timestamptz) []any
+	}{
+		{"read", readSQL, func(lo, hi pgtype.Timestamptz) []any { return []any{idList, int64(7), true, false, false, lo, hi} }},
+		{"record", recordSQL, func(lo, hi pgtype.Timestamptz) []any {
+			return []any{idList, []string{"delivered", "delivered"}, []string{"", ""}, []string{"", ""}, []bool{false, false},
+				[]bool{true, true}, []time.Time{time.Now(), time.Now()}, []int64{0, 0}, int64(7), lo, hi}
+		}},
+		{"setClaimed", setClaimedSQL, func(lo, hi pgtype.Timestamptz) []any { return []any{idList, []int64{7, 7}, lo, hi} }},
+		{"demote", demoteSQL, func(lo, hi pgtype.Timestamptz) []any { return []any{idList, int64(7), false, false, lo, hi} }},
+	}
+	for _, st := range statements {
+		t.Run(st.name, func(t *testing.T) {
+			plan := explainGeneric(t, pool, "EXPLAIN", st.sql, st.args(lo, hi))
+			if got := pkeyPartitions(plan); len(got) != 1 || got[0] != current {
+				t.Errorf("id lookup reads the primary key of %v, want %s only:\n%s", got, current, plan)
+			}
+			if !strings.Contains(plan, "Subplans Removed") {
+				t.Errorf("no partition removed at the statement's start:\n%s", plan)
+			}
+			plan = explainGeneric(t, pool, "EXPLAIN", st.sql, st.args(openLo, openHi))
+			if got := pkeyPartitions(plan); len(got) != notAheadCount {
+				t.Errorf("with an open span the id lookup reads %d partitions' primary keys, want every one not ahead (%d):\n%s", len(got), notAheadCount, plan)
+			}
+		})
+	}
+	t.Run("claimSuccessorsInto", func(t *testing.T) {
+		// The rows claimed are found by key, in any partition; the claim
+		// looks each up by its id and partition_at, which prunes the
+		// other partitions per row as it runs (never executed).
+		plan := explainGeneric(t, pool, "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)", claimSuccessorsIntoSQL, append(keys, int64(7)))
+		ran := pkeyScanRan.FindAllStringSubmatch(plan, -1)
+		if len(ran) != 1 || ran[0][1] != current {
+			t.Errorf("the claim read the primary key of %v, want %s only:\n%s", ran, current, plan)
+		}
+	})
+}
+
+// explainGeneric explains (with explain, "EXPLAIN" or "EXPLAIN (...)")
+// sql's generic plan, the one a prepared statement runs by after its
+// first executions, for args: the partitions the args rule out are
+// removed when the statement starts. The transaction is rolled back.
+func explainGeneric(t *testing.T, pool *pgxpool.Pool, explain, sql string, args []any) string {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // explain only
+	if _, err := tx.Exec(ctx, `SET LOCAL plan_cache_mode = force_generic_plan`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "PREPARE generic AS "+sql); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Exec(ctx, "DEALLOCATE generic") //nolint:errcheck // the transaction is rolled back
+	// EXECUTE takes its arguments as literals: each is rendered by the
+	// server from the value pgx sends, in the parameter's type.
+	var types []string
+	if err := tx.QueryRow(ctx, `SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = 'generic'`).Scan(&types); err != nil {
+		t.Fatal(err)
+	}
+	if len(types) != len(args) {
+		t.Fatalf("the statement has %d parameters, got %d arguments", len(types), len(args))
+	}
+	lits := make([]string, len(args))
+	for i, a := range args {
+		var lit string
+		if err := tx.QueryRow(ctx, "SELECT quote_literal($1::"+types[i]+"::text)", a).Scan(&lit); err != nil {
+			t.Fatal(err)
+		}
+		lits[i] = lit + "::" + types[i]
+	}
+	rows, err := tx.Query(ctx, explain+" EXECUTE generic("+strings.Join(lits, ", ")+")")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// pkeyPartitions are the partitions whose primary key a plan reads.
+func pkeyPartitions(plan string) []string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, m := range pkeyScan.FindAllStringSubmatch(plan, -1) {
+		if !seen[m[1]] {
+			seen[m[1]] = true
+			parts = append(parts, m[1])
+		}
+	}
+	return parts
+}
+
+var (
+	pkeyScan    = regexp.MustCompile(`using (outbox_\w+?)_pkey on`)
+	pkeyScanRan = regexp.MustCompile(`using (outbox_\w+?)_pkey on \S+ \S+ \(actual rows`)
+)
+
+// addPastPartitions adds n empty partitions before the oldest dated one,
+// as a week of retention leaves them.
+func addPastPartitions(t *testing.T, pool *pgxpool.Pool, n int) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after commit
+	if _, err := tx.Exec(ctx, `SELECT set_config('relay.test_partitions', $1::int::text, true)`, n); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Exec(ctx, `
+DO $$
+DECLARE
+    step interval := (SELECT partition_interval FROM outbox_partition_config);
+    hi   timestamptz := (SELECT min(from_time) FROM outbox_partitions WHERE from_time > '-infinity');
+BEGIN
+    FOR i IN 1..current_setting('relay.test_partitions')::integer LOOP
+        EXECUTE format('CREATE TABLE %I PARTITION OF outbox FOR VALUES FROM (%L) TO (%L)',
+                       'outbox_p' || to_char((hi - step) AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MISS'), hi - step, hi);
+        hi := hi - step;
+    END LOOP;
+END $$`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

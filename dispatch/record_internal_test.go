@@ -28,9 +28,10 @@ func TestRecordCountsOnlyAppliedOutcomes(t *testing.T) {
 	if _, err := pool.Exec(ctx, `UPDATE outbox SET enqueued_at = now(), job_id = $2 WHERE id = $1`, id, jobID); err != nil {
 		t.Fatal(err)
 	}
+	lo, hi := openSpan().bounds()
 	record := func(tx pgx.Tx, msgID string) int {
 		rows, err := tx.Query(ctx, recordSQL, []int64{id}, []string{string(rowDelivered)}, []string{msgID}, []string{""},
-			[]bool{false}, []bool{true}, []time.Time{time.Now()}, []int64{0}, jobID)
+			[]bool{false}, []bool{true}, []time.Time{time.Now()}, []int64{0}, jobID, lo, hi)
 		if err != nil {
 			t.Error(err)
 			return -1

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"go.uber.org/zap"
@@ -19,8 +20,9 @@ import (
 // delivered nor failed. head says no earlier row of the key is undelivered
 // (always true with ordering off); the claim checked it, and it is checked
 // again here because a replay may have put an earlier row back since.
+// $6 and $7 are the rows' partSpan.
 const readSQL = `
-SELECT o.id, o.created_at, o.resends, o.app_id, o.event_type, o.data::text, o.attempts,
+SELECT o.id, o.partition_at, o.created_at, o.resends, o.app_id, o.event_type, o.data::text, o.attempts,
        greatest(o.created_at, o.replayed_at), o.first_attempt_at,
        o.data ->> 'asset_id', o.data ->> 'entity_id',
        NOT $3::boolean OR NOT EXISTS (
@@ -31,15 +33,15 @@ SELECT o.id, o.created_at, o.resends, o.app_id, o.event_type, o.data::text, o.at
               AND ($4::boolean OR num_nulls(e.failed_at) = 1)
               AND (NOT $5::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id'))
   FROM outbox o
- WHERE o.id = ANY ($1::bigint[]) AND o.partition_at <= ` + notAhead + ` AND o.job_id = $2
-   AND num_nulls(o.delivered_at, o.failed_at) = 2
+ WHERE o.id = ANY ($1::bigint[]) AND o.partition_at >= $6 AND o.partition_at <= $7 AND o.partition_at <= ` + notAhead + `
+   AND o.job_id = $2 AND num_nulls(o.delivered_at, o.failed_at) = 2
  ORDER BY o.commit_seq`
 
 // recordSQL writes a batch's outcomes in one statement. Only rows the job
 // still owns are written (job_id, and neither delivered nor failed): a
 // rescued rerun of the job racing this one, a replay or a resend meanwhile
 // make it a no-op for that row, and the caller counts only what it returns.
-// Rows that stay in flight move to their retry job (u.next_job). Every
+// $10 and $11 are the rows' partSpan. Rows that stay in flight move to their retry job (u.next_job). Every
 // indexed column is unchanged for them, so their update can stay on its
 // page (HOT).
 const recordSQL = `
@@ -53,8 +55,8 @@ UPDATE outbox AS o
        job_id           = CASE WHEN u.next_job = 0 THEN o.job_id ELSE u.next_job END
   FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::boolean[], $6::boolean[], $7::timestamptz[], $8::bigint[])
        AS u (id, kind, msg_id, error, counted, sent, sent_at, next_job)
- WHERE o.id = ANY ($1::bigint[]) AND o.partition_at <= ` + notAhead + ` AND o.id = u.id AND o.job_id = $9
-   AND num_nulls(o.delivered_at, o.failed_at) = 2
+ WHERE o.id = ANY ($1::bigint[]) AND o.partition_at >= $10 AND o.partition_at <= $11 AND o.partition_at <= ` + notAhead + `
+   AND o.id = u.id AND o.job_id = $9 AND num_nulls(o.delivered_at, o.failed_at) = 2
 RETURNING o.id, o.attempts, extract(epoch FROM clock_timestamp() - o.created_at)::float8`
 
 // handBackSQL returns a row of a job from before batches to be claimed
@@ -66,6 +68,7 @@ UPDATE outbox SET enqueued_at = NULL, job_id = NULL
 // batchRow is one outbox row of a batch job.
 type batchRow struct {
 	id           int64
+	at           pgtype.Timestamptz // partition_at
 	created      time.Time
 	resends      int
 	appID        string
@@ -140,20 +143,20 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 	sendCtx, cancelSend := context.WithTimeout(ctx, r.cfg.JobTimeout-r.bookkeepingReserve())
 	defer cancelSend()
 
-	ids := job.Args.IDs
+	ids, span := job.Args.IDs, job.Args.span()
 	if job.Attempt > 1 {
 		// A run after a crash or a failed recording: the job may also own
 		// rows it claimed while it ran (the next rows of its keys), which
-		// its args do not list.
+		// its args do not list, in partitions outside its args' span.
 		owned, err := r.ownedRows(ctx, job.ID)
 		if err != nil {
 			return err
 		}
-		ids = owned
+		ids, span = idsOf(owned), spanOf(owned)
 	}
 	start := time.Now()
 	for {
-		rows, err := r.readBatch(ctx, job, ids)
+		rows, err := r.readBatch(ctx, job, ids, span)
 		if err != nil {
 			return err
 		}
@@ -175,49 +178,61 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 		if err != nil || len(next) == 0 {
 			return err
 		}
-		ids = next
+		// The next rows of its keys may be in any partition, older or
+		// newer than the rows before them: the span is theirs.
+		ids, span = idsOf(next), spanOf(next)
 	}
+}
+
+func idsOf(rows []claimed) []int64 {
+	ids := make([]int64, len(rows))
+	for i, c := range rows {
+		ids[i] = c.id
+	}
+	return ids
 }
 
 // ownedRowsSQL finds every row a job owns, through the undelivered rows
 // (only after a crash or a failed recording).
 const ownedRowsSQL = `
-SELECT id FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL AND job_id = $1`
+SELECT id, partition_at FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL AND job_id = $1`
 
-func (r *Relay) ownedRows(ctx context.Context, jobID int64) ([]int64, error) {
+func (r *Relay) ownedRows(ctx context.Context, jobID int64) ([]claimed, error) {
 	res, err := r.pool.Query(ctx, ownedRowsSQL, jobID)
 	if err != nil {
 		return nil, fmt.Errorf("find the rows of batch job %d: %w", jobID, err)
 	}
-	ids, err := pgx.CollectRows(res, pgx.RowTo[int64])
+	rows, err := pgx.CollectRows(res, scanClaimed)
 	if err != nil {
 		return nil, fmt.Errorf("find the rows of batch job %d: %w", jobID, err)
 	}
-	return ids, nil
+	return rows, nil
 }
 
 func (r *Relay) bookkeepingReserve() time.Duration {
 	return min(10*time.Second, r.cfg.JobTimeout/3)
 }
 
-// readBatch reads the rows job still owns and keeps the heads of their
-// keys; the others go back to waiting.
-func (r *Relay) readBatch(ctx context.Context, job *river.Job[BatchArgs], ids []int64) ([]*batchRow, error) {
+// readBatch reads the rows job still owns among ids (whose partition_at
+// span covers) and keeps the heads of their keys; the others go back to
+// waiting.
+func (r *Relay) readBatch(ctx context.Context, job *river.Job[BatchArgs], ids []int64, span partSpan) ([]*batchRow, error) {
 	ordered, byEntity := r.cfg.Ordering != OrderOff, r.cfg.Ordering == OrderByEntity
-	res, err := r.pool.Query(ctx, readSQL, ids, job.ID, ordered, r.cfg.BlockOnFailure, byEntity)
+	lo, hi := span.bounds()
+	res, err := r.pool.Query(ctx, readSQL, ids, job.ID, ordered, r.cfg.BlockOnFailure, byEntity, lo, hi)
 	if err != nil {
 		return nil, fmt.Errorf("read rows of batch job %d: %w", job.ID, err)
 	}
 	var rows []*batchRow
-	var behind []int64
+	var behind []claimed
 	var b batchRow
-	_, err = pgx.ForEachRow(res, []any{&b.id, &b.created, &b.resends, &b.appID, &b.eventType, &b.data, &b.attempts,
+	_, err = pgx.ForEachRow(res, []any{&b.id, &b.at, &b.created, &b.resends, &b.appID, &b.eventType, &b.data, &b.attempts,
 		&b.since, &b.firstAttempt, &b.assetID, &b.entityID, &b.head}, func() error {
 		row := b
 		if row.head {
 			rows = append(rows, &row)
 		} else {
-			behind = append(behind, row.id)
+			behind = append(behind, claimed{row.id, row.at})
 		}
 		return nil
 	})
@@ -225,12 +240,12 @@ func (r *Relay) readBatch(ctx context.Context, job *river.Job[BatchArgs], ids []
 		return nil, fmt.Errorf("read rows of batch job %d: %w", job.ID, err)
 	}
 	if len(behind) > 0 {
-		heads, err := r.demote(ctx, job.ID, behind)
+		heads, err := r.demote(ctx, job.ID, idsOf(behind), spanOf(behind))
 		if err != nil {
 			return nil, err
 		}
 		if len(heads) > 0 {
-			more, err := r.readBatch(ctx, job, heads)
+			more, err := r.readBatch(ctx, job, idsOf(heads), spanOf(heads))
 			if err != nil {
 				return nil, err
 			}
@@ -334,7 +349,7 @@ func (r *Relay) attempt(ctx context.Context, job *river.Job[BatchArgs], b *batch
 // completes the job when it has nothing left: one transaction. Once it
 // has committed, the next rows of those keys numbered meanwhile are
 // claimed too (recheckSuccessors).
-func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) ([]int64, error) {
+func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) ([]claimed, error) {
 	next, ended, err := r.recordTx(ctx, job, rows, keep)
 	if err != nil {
 		return nil, err
@@ -343,7 +358,7 @@ func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*b
 	return next, nil
 }
 
-func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) (kept []int64, ended *endedKeys, _ error) {
+func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) (kept []claimed, ended *endedKeys, _ error) {
 	tx, err := r.pool.Begin(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("begin recording batch job %d: %w", job.ID, err)
@@ -364,15 +379,15 @@ func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []
 		var params []river.InsertManyParams
 		var order [][]*batchRow
 		for d, g := range groups {
-			ids := make([]int64, len(g))
+			part := make([]claimed, len(g))
 			for i, b := range g {
-				ids[i] = b.id
+				part[i] = claimed{b.id, b.at}
 			}
 			opts := batchInsertOpts(r.cfg.Queue)
 			if d > 0 {
 				opts.ScheduledAt = time.Now().Add(d)
 			}
-			params = append(params, river.InsertManyParams{Args: BatchArgs{IDs: ids}, InsertOpts: opts})
+			params = append(params, river.InsertManyParams{Args: batchArgs(part), InsertOpts: opts})
 			order = append(order, g)
 		}
 		results, err := r.client.InsertManyTx(ctx, tx, params)
@@ -389,14 +404,17 @@ func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []
 	n := len(rows)
 	ids, kinds, msgIDs, errs := make([]int64, n), make([]string, n), make([]string, n), make([]string, n)
 	counted, sent, sentAt, next := make([]bool, n), make([]bool, n), make([]time.Time, n), make([]int64, n)
+	var span partSpan
 	for i, b := range rows {
+		span.add(b.at)
 		ids[i], kinds[i], msgIDs[i], errs[i] = b.id, string(b.res.kind), b.res.msgID, b.res.errText
 		counted[i], sent[i], sentAt[i], next[i] = b.res.counted, b.res.sent, b.res.sentAt, nextJob[b]
 	}
 	// The outcomes and, with ordering on, the claim of the next row of
 	// each key whose row ended go in one round trip.
 	batch := &pgx.Batch{}
-	batch.Queue(recordSQL, ids, kinds, msgIDs, errs, counted, sent, sentAt, next, job.ID)
+	lo, hi := span.bounds()
+	batch.Queue(recordSQL, ids, kinds, msgIDs, errs, counted, sent, sentAt, next, job.ID, lo, hi)
 	if r.cfg.Ordering != OrderOff {
 		ended = r.queueSuccessors(batch, job.ID, rows, keep)
 	}
@@ -420,7 +438,7 @@ func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []
 		br.Close()
 		return nil, nil, fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
 	}
-	var heads []int64
+	var heads []claimed
 	if ended != nil {
 		if heads, err = r.readSuccessors(br, job.ID, ended); err != nil {
 			br.Close()

@@ -224,3 +224,61 @@ func parseDelivery(appUID string, payload []byte) (delivery, error) {
 	}
 	return delivery{row: i, key: appUID + "/" + body.Data.AssetID, valid: true}, nil
 }
+
+const (
+	// weekOfPartitions is how many daily partitions older than a fresh
+	// schema's the realistic scenarios add: with the default retention
+	// (7 days) production keeps about a week of them.
+	weekOfPartitions = 7
+	// pastPartitionRows is how many delivered rows each of them holds:
+	// enough that their indexes have pages to descend, few enough to write
+	// in a moment.
+	pastPartitionRows = 2000
+)
+
+// pastPartitionsSQL adds bench.past_partitions partitions before the
+// oldest dated one, each partition_interval long, and fills each with
+// bench.past_partition_rows delivered, numbered rows. The rows are written
+// as retention moves rows (relay.outbox_move), the only way to give
+// partition_at and the relay-owned columns a value at INSERT.
+const pastPartitionsSQL = `
+DO $$
+DECLARE
+    step  interval := (SELECT partition_interval FROM outbox_partition_config);
+    hi    timestamptz := (SELECT min(from_time) FROM outbox_partitions WHERE from_time > '-infinity');
+    lo    timestamptz;
+    n     integer := current_setting('bench.past_partitions')::integer;
+    rows  integer := current_setting('bench.past_partition_rows')::integer;
+BEGIN
+    PERFORM set_config('relay.outbox_move', 'on', true);
+    FOR i IN 1..n LOOP
+        lo := hi - step;
+        EXECUTE format('CREATE TABLE %I PARTITION OF outbox FOR VALUES FROM (%L) TO (%L) WITH (fillfactor = 85)',
+                       'outbox_p' || to_char(lo AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MISS'), lo, hi);
+        INSERT INTO outbox (app_id, event_type, data, partition_at, created_at, commit_seq,
+                            enqueued_at, delivered_at, svix_message_id)
+        SELECT 'acct-past', 'asset.ready',
+               jsonb_build_object('asset_id', 'past-' || g, 'entity_id', 'past-' || g, 'previous_state', 'processing'),
+               t, t, nextval('outbox_commit_seq'), t, t + interval '1 second', 'msg_past_' || g
+          FROM generate_series(1, rows) g
+         CROSS JOIN LATERAL (SELECT lo + step * g / (rows + 1) AS t) x;
+        hi := lo;
+    END LOOP;
+END $$`
+
+// addPastPartitions adds n older partitions of delivered rows (see
+// pastPartitionsSQL).
+func addPastPartitions(ctx context.Context, pool *pgxpool.Pool, n int) error {
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('bench.past_partitions', $1, true), set_config('bench.past_partition_rows', $2, true)`,
+			strconv.Itoa(n), strconv.Itoa(pastPartitionRows)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, pastPartitionsSQL)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("add %d past outbox partitions: %w", n, err)
+	}
+	return nil
+}

@@ -23,6 +23,11 @@ type drainSpec struct {
 	ordering    string // RELAY_ORDERING: asset or off
 	rateLimit   float64
 	replicas    int // relay processes (at least 1)
+	// pastPartitions adds that many partitions before the ones a fresh
+	// schema has, each holding pastPartitionRows delivered rows: what a
+	// week of retention leaves in production, so that a statement that
+	// probes every partition not ahead pays for them as it would there.
+	pastPartitions int
 }
 
 // Delay is a distribution of one measure, in milliseconds.
@@ -77,6 +82,11 @@ func (b *bench) drain(ctx context.Context, spec drainSpec) (_ DrainResult, err e
 
 	if run.sch, err = b.newSchema(ctx, "bench_"+sanitize(spec.name), 4); err != nil {
 		return res, err
+	}
+	if spec.pastPartitions > 0 {
+		if err := addPastPartitions(ctx, run.sch.pool, spec.pastPartitions); err != nil {
+			return res, err
+		}
 	}
 	if !spec.analyze {
 		if _, err := run.sch.pool.Exec(ctx, disableAutovacuumSQL); err != nil {
