@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -28,6 +29,9 @@ func (PruneArgs) Kind() string { return PruneKind }
 // pruneBudget bounds one prune run; what is left waits for the next run.
 func (r *Relay) pruneBudget() time.Duration { return min(r.cfg.PruneInterval, 5*time.Minute) }
 
+// cutoffSQL is the retention cutoff: $1 seconds before the database's now().
+const cutoffSQL = `SELECT now() - make_interval(secs => $1)`
+
 type pruneWorker struct {
 	river.WorkerDefaults[PruneArgs]
 	relay *Relay
@@ -42,7 +46,13 @@ func (w *pruneWorker) Work(ctx context.Context, _ *river.Job[PruneArgs]) error {
 	r := w.relay
 	ctx, cancel := context.WithTimeout(ctx, r.pruneBudget())
 	defer cancel()
-	before := time.Now().Add(-r.cfg.Retention)
+	// The cutoff is taken from the database's clock, which wrote
+	// delivered_at and bounds the partitions: an app server's clock off by
+	// minutes would move it by as much.
+	var before time.Time
+	if err := r.pool.QueryRow(ctx, cutoffSQL, r.cfg.Retention.Seconds()).Scan(&before); err != nil {
+		return fmt.Errorf("read the retention cutoff: %w", err)
+	}
 	res, err := retention.Prune(ctx, r.pool, retention.Options{
 		DeliveredBefore: before,
 		Batch:           r.cfg.PruneBatch,

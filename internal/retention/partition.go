@@ -22,6 +22,22 @@ const partitionsSQL = `
 SELECT partition::text, from_time, to_time, rows_estimate, coalesce(blocker, '')
   FROM outbox_partition_blockers($1)`
 
+// cutoffSQL is a retention cutoff no later than the database's clock. A
+// later one (an app server's clock running ahead by more than the
+// retention period, an operator's TIME in the future) would take the
+// current partition and those made ahead for ended: producers' INSERTs
+// would find no partition, and outbox_partitions_create() makes no
+// partition older than the newest one again.
+const cutoffSQL = `SELECT least($1::timestamptz, now())`
+
+// notAfterNow is cutoff, or the database's now() when that is earlier.
+func notAfterNow(ctx context.Context, db Executor, cutoff time.Time) (time.Time, error) {
+	if err := db.QueryRow(ctx, cutoffSQL, cutoff).Scan(&cutoff); err != nil {
+		return time.Time{}, fmt.Errorf("read the database's clock: %w", err)
+	}
+	return cutoff, nil
+}
+
 // blockerSQL is one partition's blocker, read again after failed rows
 // were moved out of it.
 const blockerSQL = `
@@ -86,6 +102,10 @@ type Partition struct {
 // Partitions lists the outbox's partitions, oldest first, with what keeps
 // each from being dropped for cutoff.
 func Partitions(ctx context.Context, db Executor, cutoff time.Time) ([]Partition, error) {
+	cutoff, err := notAfterNow(ctx, db, cutoff)
+	if err != nil {
+		return nil, fmt.Errorf("list outbox partitions: %w", err)
+	}
 	rows, err := db.Query(ctx, partitionsSQL, cutoff)
 	if err != nil {
 		return nil, fmt.Errorf("list outbox partitions: %w", err)
@@ -105,6 +125,10 @@ func Partitions(ctx context.Context, db Executor, cutoff time.Time) ([]Partition
 // dropPartitions drops the partitions whose rows were all delivered before
 // cutoff, moving failed rows out first.
 func dropPartitions(ctx context.Context, db Executor, cutoff time.Time, opts Options, res *Result) error {
+	cutoff, err := notAfterNow(ctx, db, cutoff)
+	if err != nil {
+		return err
+	}
 	parts, err := Partitions(ctx, db, cutoff)
 	if err != nil {
 		return err

@@ -297,3 +297,30 @@ func names(parts []retention.Partition) string {
 	}
 	return strings.Join(s, ",")
 }
+
+// TestPruneKeepsCurrentPartitions: a cutoff after the database's clock (an
+// app server whose clock runs ahead by more than the retention period, or
+// an operator's TIME in the future) drops no partition that has not ended
+// by the database's clock: the current one and those made ahead are what
+// producers' INSERTs go to, and outbox_partitions_create() does not make
+// again a partition dropped before the newest one.
+func TestPruneKeepsCurrentPartitions(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.Pool(t)
+	ctx := t.Context()
+	ids := seed(t, pool, 3, newDelivered)
+
+	res, err := retention.Prune(ctx, pool, retention.Options{DeliveredBefore: time.Now().Add(30 * 24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range res.Partitions {
+		if !p.To.Before(time.Now().Add(-time.Minute)) {
+			t.Errorf("partition %s (%s to %s) dropped, though it has not ended", p.Name, p.From, p.To)
+		}
+	}
+	if got := remaining(t, pool); !slices.Equal(got, ids) {
+		t.Errorf("rows left %v, want %v", got, ids)
+	}
+	seed(t, pool, 1, "") // a producer's INSERT still finds its partition
+}
