@@ -53,7 +53,8 @@ type Executor interface {
 type Options struct {
 	// DeliveredBefore drops the partitions that ended before this time
 	// and hold only rows delivered before it (failed rows are moved out
-	// of them first; pending and in-flight rows keep their partition).
+	// of them first; pending and in-flight rows keep their partition). A
+	// time later than the database's now() is taken as now().
 	DeliveredBefore time.Time
 	// FailedBefore deletes rows failed (and not replayed) before this time.
 	FailedBefore time.Time
