@@ -27,9 +27,11 @@ import (
 // or key (measured: 10 partitions, 8 of them ahead, cost a third more
 // PostgreSQL CPU per delivered row without it). The minute of slack covers
 // a row whose transaction began a moment after this statement (it
-// committed before the statement's snapshot) and small clock corrections;
-// a row missed after a larger backward jump is handed over again by the
-// stale-row sweep.
+// committed before the statement's snapshot) and small clock corrections.
+// The database's clock must not step back further: a row written before
+// such a jump is invisible to these reads until the clock passes its
+// partition_at again (the periodic rescan then claims it), and meanwhile
+// later rows of its key may be sent before it.
 const notAhead = `statement_timestamp() + interval '1 minute'`
 
 // partitionCheckInterval is how often a replica makes sure partitions are
