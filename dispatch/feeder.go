@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgxlisten"
 	"github.com/riverqueue/river"
 	"go.uber.org/zap"
+
+	"github.com/mediaplatform/relay/internal/nosort"
 )
 
 // Who may hand a row to a job, and when.
@@ -79,13 +81,11 @@ SELECT c.id, c.commit_seq, c.partition_at,
          ORDER BY o.commit_seq
          LIMIT $2) c`
 
-// noSortSQL makes admission read its ORDER BY ... LIMIT through a Merge
-// Append of one index scan per partition of the outbox, which stops after
-// LIMIT rows, never a Sort of everything after the watermark: planner
-// statistics that call the current partition small (taken before a
-// backlog grew in it) would otherwise pick the Sort, since an empty
-// partition's scan costs nothing. The queries have no other sort.
-const noSortSQL = `SET LOCAL enable_sort = off`
+// Admission's reads run with the planner's Sort off (package nosort): a
+// Merge Append of one index scan per partition of the outbox, which stops
+// after LIMIT rows, never a Sort of everything after the watermark, which
+// statistics that call the current partition small would pick. The
+// queries have no other sort.
 
 // rescanSQL is admitSQL over every waiting row, whatever its number: rows
 // handed back (a replay, a job that vanished) sit below the watermark. It
@@ -364,21 +364,10 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 	return seen, nil
 }
 
-// readSorted runs one of admission's reads with noSortSQL in force: BEGIN,
-// SET LOCAL, the query and COMMIT go to the server as one batch (one
-// round trip, one connection, which a transaction pooler keeps for the
-// whole batch). fn runs after each row is scanned into dest. A connection
-// left in a failed transaction is discarded by the pool on release.
+// readSorted runs one of admission's reads with the Sort off (see
+// nosort.Scan). fn runs after each row is scanned into dest.
 func (r *Relay) readSorted(ctx context.Context, sql string, args, dest []any, fn func() error) error {
-	b := &pgx.Batch{}
-	b.Queue("BEGIN READ ONLY")
-	b.Queue(noSortSQL)
-	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
-		_, err := pgx.ForEachRow(rows, dest, fn)
-		return err
-	})
-	b.Queue("COMMIT")
-	return r.pool.SendBatch(ctx, b).Close()
+	return nosort.Scan(ctx, r.pool, sql, args, dest, fn)
 }
 
 // claim hands rows to new batch jobs of at most BatchSize rows, inside

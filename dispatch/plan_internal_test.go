@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mediaplatform/relay/internal/nosort"
 	"github.com/mediaplatform/relay/internal/pgtest"
 )
 
@@ -36,14 +37,14 @@ func TestPlans(t *testing.T) {
 	}
 	noScan := []string{"Seq Scan on " + current + " ", "undelivered_idx", "->  Sort "}
 	t.Run("AdmitWithStaleStatistics", func(t *testing.T) {
-		// As the feeder runs it (noSortSQL): a Merge Append of the
+		// As the feeder runs it (nosort): a Merge Append of the
 		// partitions' commit_seq indexes, which stops after LIMIT rows.
 		tx, err := pool.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer tx.Rollback(ctx) //nolint:errcheck // read only
-		if _, err := tx.Exec(ctx, noSortSQL); err != nil {
+		if _, err := tx.Exec(ctx, nosort.SQL); err != nil {
 			t.Fatal(err)
 		}
 		rows, err := tx.Query(ctx, "EXPLAIN "+admitSQL, int64(19900), 500, true, false, false)

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgxlisten"
 	"go.uber.org/zap"
 
+	"github.com/mediaplatform/relay/internal/nosort"
 	"github.com/mediaplatform/relay/internal/sequencer"
 )
 
@@ -27,7 +28,8 @@ SELECT l.epoch, l.pruned_through, greatest(l.pruned_through, coalesce((SELECT ma
 	// catalogSQL lists the event types a stream may filter on.
 	catalogSQL = `SELECT name FROM outbox_event_type ORDER BY name`
 	// tailSQL is the one reader's query: rows numbered after the last one
-	// fanned out, in commit order (index outbox_commit_seq_idx).
+	// fanned out, in commit order (index outbox_commit_seq_idx, a Merge
+	// Append over the partitions: it runs through nosort).
 	tailSQL = `
 SELECT commit_seq, app_id, event_type, data, created_at
   FROM outbox
@@ -279,11 +281,14 @@ func (h *hub) read(ctx context.Context) (int, error) {
 	after := h.last
 	h.mu.Unlock()
 	h.queries.Add(1)
-	rows, err := h.cfg.DB.Query(ctx, tailSQL, after, tailBatch)
-	if err != nil {
-		return 0, fmt.Errorf("read new outbox rows: %w", err)
-	}
-	events, err := h.collect(rows)
+	// With the Sort off: after a backlog was numbered, a Sort of every
+	// row after the last one fanned out would cost the backlog per read.
+	var events []*event
+	err := nosort.Query(ctx, h.cfg.DB, tailSQL, []any{after, tailBatch}, func(rows pgx.Rows) error {
+		var err error
+		events, err = h.collect(rows)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("read new outbox rows: %w", err)
 	}
@@ -470,6 +475,12 @@ func (h *hub) replay(ctx context.Context, app string, f filter, c cursor, upTo i
 	var assetID *string
 	if f.assetID != "" {
 		assetID = &f.assetID
+	}
+	// The account's rows in commit order through a Merge Append of the
+	// partitions' outbox_live_replay_idx that stops after the limit, not
+	// a Sort of every row since the cursor (see package nosort).
+	if _, err := tx.Exec(ctx, nosort.SQL); err != nil {
+		return nil, "", fmt.Errorf("replay outbox rows: %w", err)
 	}
 	rows, err := tx.Query(ctx, replaySQL, app, c.seq, upTo, f.types, assetID, h.cfg.ReplayLimit+1)
 	if err != nil {

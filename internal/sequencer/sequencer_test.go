@@ -316,6 +316,68 @@ func TestSequencer(t *testing.T) {
 		}
 	})
 
+	t.Run("StepDoesNotSortTheBacklog", func(t *testing.T) {
+		// Statistics taken while the outbox held 10 rows, then a backlog
+		// of 20,000 unnumbered rows (autovacuum off: they stay stale). The
+		// step's read of the oldest unnumbered rows, under the settings
+		// outbox_sequence runs with (pg_proc.proconfig), must be a Merge
+		// Append of the partitions' outbox_unsequenced_idx that stops
+		// after max_rows, not a Sort of the whole backlog: with these
+		// statistics, the planner's default choice is the Sort.
+		t.Parallel()
+		pool := pgtest.Pool(t)
+		for _, sql := range []string{
+			`DO $$ DECLARE p regclass; BEGIN
+			     FOR p IN SELECT partition FROM outbox_partitions LOOP
+			         EXECUTE format('ALTER TABLE %s SET (autovacuum_enabled = false)', p);
+			     END LOOP;
+			 END $$`,
+			`INSERT INTO outbox (app_id, event_type, data)
+			 SELECT 'acme', 'cut.completed', jsonb_build_object('entity_id', 'c' || i, 'asset_id', 'a' || i) FROM generate_series(1, 10) i`,
+			`SELECT outbox_sequence()`,
+			`ANALYZE outbox`,
+			`INSERT INTO outbox (app_id, event_type, data)
+			 SELECT 'acme', 'cut.completed', jsonb_build_object('entity_id', 'c' || i, 'asset_id', 'a' || i) FROM generate_series(11, 20010) i`,
+		} {
+			if _, err := pool.Exec(ctx, sql); err != nil {
+				t.Fatalf("%s: %v", sql, err)
+			}
+		}
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck // read only
+		rows, err := tx.Query(ctx, `SELECT unnest(proconfig) FROM pg_proc WHERE oid = 'outbox_sequence(integer)'::regprocedure`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		settings, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range settings {
+			name, value, _ := strings.Cut(s, "=")
+			if _, err := tx.Exec(ctx, `SELECT set_config($1, $2, true)`, name, value); err != nil {
+				t.Fatalf("apply outbox_sequence's setting %s: %v", s, err)
+			}
+		}
+		// The read in outbox_sequence (migration 00008), as it runs there.
+		rows, err = tx.Query(ctx, `EXPLAIN SELECT id, partition_at, row_number() OVER (ORDER BY id) AS rn
+		      FROM outbox WHERE commit_seq IS NULL ORDER BY id LIMIT 5000`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := strings.Join(lines, "\n")
+		if !strings.Contains(plan, "Merge Append") || !strings.Contains(plan, "unsequenced_idx") || strings.Contains(plan, "Sort  (") {
+			t.Fatalf("numbering step's read with settings %v, stale statistics: want a Merge Append of outbox_unsequenced_idx and no Sort, got\n%s", settings, plan)
+		}
+	})
+
 	t.Run("ConfigIsValidated", func(t *testing.T) {
 		t.Parallel()
 		for _, cfg := range []sequencer.Config{{Batch: -1}, {PollInterval: -time.Second}, {StepTimeout: -1}} {
