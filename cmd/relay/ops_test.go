@@ -503,7 +503,7 @@ func TestOpsHelp(t *testing.T) {
 		t.Errorf("relay version: exit %d, %q", code, stdout)
 	}
 	for cmd, wants := range map[string][]string{
-		"run":         {"$RELAY_RETENTION", "$RELAY_PRUNE_INTERVAL", "$RELAY_PRUNE_BATCH", "$RELAY_RIVERUI_USER", "$RELAY_RIVERUI_PASSWORD", "retention=7d"},
+		"run":         {"$RELAY_RETENTION", "$RELAY_JOB_RETENTION", "$RELAY_PRUNE_INTERVAL", "$RELAY_PRUNE_BATCH", "$RELAY_RIVERUI_USER", "$RELAY_RIVERUI_PASSWORD", "retention=7d"},
 		"prune":       {"$RELAY_RETENTION", "$RELAY_PRUNE_BATCH", "--failed-before", "--delivered-before", "--dry-run"},
 		"replay":      {"--id", "--failed", "--failed-since", "--delivered-since", "--event-type", "--app", "--force-resend", "--dry-run"},
 		"status":      {"--json", "--failures=10"},

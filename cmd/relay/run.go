@@ -39,7 +39,8 @@ type RunCmd struct {
 	HTTPAddr        string        `name:"http-addr" env:"RELAY_HTTP_ADDR" default:"127.0.0.1:8080" help:"Address of /healthz, /readyz and /metrics; empty to disable."`
 	RiverUIUser     string        `name:"riverui-user" env:"RELAY_RIVERUI_USER" placeholder:"USER" help:"Serve River UI at /riverui/ behind basic auth with this user and --riverui-password; off unless both are set."`
 	RiverUIPassword string        `name:"riverui-password" env:"RELAY_RIVERUI_PASSWORD" placeholder:"PASSWORD" help:"River UI's basic auth password, at least 12 characters (it can cancel, delete and retry jobs); read it from the environment, it is never printed."`
-	Retention       age           `name:"retention" env:"RELAY_RETENTION" default:"7d" help:"Delivered rows older than this are deleted, in batches, by a periodic job the River leader schedules; failed rows are kept. 0 keeps every delivered row (no retention job runs), as Retention 0 does in dispatch.Config. River's own job rows are separate: completed jobs are deleted after 1h, cancelled and discarded ones after this retention (7d when it is 0)."`
+	Retention       age           `name:"retention" env:"RELAY_RETENTION" default:"7d" help:"Delivered rows older than this are deleted, in batches, by a periodic job the River leader schedules; failed rows are kept. 0 keeps every delivered row (no retention job runs), as Retention 0 does in dispatch.Config. River's own job rows are separate: completed jobs are deleted after --job-retention, cancelled and discarded ones after this retention (7d when it is 0)."`
+	JobRetention    time.Duration `name:"job-retention" env:"RELAY_JOB_RETENTION" default:"1h" help:"How long River keeps completed delivery jobs (River UI shows them meanwhile; each batch job's row holds its rows' ids). Shorter keeps River's job table small at high rates."`
 	PruneInterval   time.Duration `name:"prune-interval" env:"RELAY_PRUNE_INTERVAL" default:"10m" help:"How often delivered rows past --retention are deleted."`
 	PruneBatch      int           `name:"prune-batch" env:"RELAY_PRUNE_BATCH" default:"1000" help:"Most rows deleted per transaction when pruning."`
 	CPUProfile      string        `name:"cpu-profile" env:"RELAY_CPU_PROFILE" hidden:"" placeholder:"FILE" help:"Write a CPU profile of the whole run to FILE (for make bench)."`
@@ -68,6 +69,8 @@ func (c *RunCmd) Validate() error {
 		return usagef("RELAY_SHUTDOWN_TIMEOUT (--shutdown-timeout) must be positive, got %s", c.ShutdownTimeout)
 	case c.MaxAge <= 0:
 		return usagef("RELAY_MAX_AGE (--max-age) must be positive, got %s", c.MaxAge)
+	case c.JobRetention < time.Minute:
+		return usagef("RELAY_JOB_RETENTION (--job-retention) must be at least 1m, got %s", c.JobRetention)
 	case c.BackoffMin <= 0 || c.BackoffMax < c.BackoffMin:
 		return usagef("RELAY_BACKOFF_MIN (%s) must be positive and at most RELAY_BACKOFF_MAX (%s)", c.BackoffMin, c.BackoffMax)
 	case c.PollInterval <= 0:
@@ -130,6 +133,7 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 		Retention:       time.Duration(c.Retention),
 		PruneInterval:   c.PruneInterval,
 		PruneBatch:      c.PruneBatch,
+		JobRetention:    c.JobRetention,
 		Logger:          log,
 		Metrics:         dispatch.NewMetrics(metricsReg),
 	})
