@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"go.uber.org/zap"
 
 	"github.com/mediaplatform/relay/internal/msgkey"
@@ -344,9 +343,9 @@ func (r *Relay) attempt(ctx context.Context, job *river.Job[BatchArgs], b *batch
 }
 
 // record writes the batch's outcomes, moves rows still in flight to retry
-// jobs, claims the next row of every key whose row ended (into this job
-// when keep is set, and returns their ids; else into a new job), and
-// completes the job when it has nothing left: one transaction. Once it
+// jobs and claims the next row of every key whose row ended (into this job
+// when keep is set, and returns their ids; else into a new job): one
+// transaction. River completes the job once Work returns. Once it
 // has committed, the next rows of those keys numbered meanwhile are
 // claimed too (recheckSuccessors).
 func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) ([]claimed, error) {
@@ -359,6 +358,14 @@ func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*b
 }
 
 func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) (kept []claimed, ended *endedKeys, _ error) {
+	retrying := false
+	for _, b := range rows {
+		retrying = retrying || b.res.kind == rowRetry
+	}
+	if !retrying && (keep || r.cfg.Ordering == OrderOff) {
+		return r.recordInOneTrip(ctx, job, rows)
+	}
+
 	tx, err := r.pool.Begin(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("begin recording batch job %d: %w", job.ID, err)
@@ -401,42 +408,18 @@ func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []
 		}
 	}
 
-	n := len(rows)
-	ids, kinds, msgIDs, errs := make([]int64, n), make([]string, n), make([]string, n), make([]string, n)
-	counted, sent, sentAt, next := make([]bool, n), make([]bool, n), make([]time.Time, n), make([]int64, n)
-	var span partSpan
-	for i, b := range rows {
-		span.add(b.at)
-		ids[i], kinds[i], msgIDs[i], errs[i] = b.id, string(b.res.kind), b.res.msgID, b.res.errText
-		counted[i], sent[i], sentAt[i], next[i] = b.res.counted, b.res.sent, b.res.sentAt, nextJob[b]
-	}
 	// The outcomes and, with ordering on, the claim of the next row of
 	// each key whose row ended go in one round trip.
 	batch := &pgx.Batch{}
-	lo, hi := span.bounds()
-	batch.Queue(recordSQL, ids, kinds, msgIDs, errs, counted, sent, sentAt, next, job.ID, lo, hi)
+	r.queueRecord(batch, job, rows, nextJob)
 	if r.cfg.Ordering != OrderOff {
 		ended = r.queueSuccessors(batch, job.ID, rows, keep)
 	}
 	br := tx.SendBatch(ctx, batch)
-	res, err := br.Query()
+	done, err := r.readRecord(br, job)
 	if err != nil {
 		br.Close()
-		return nil, nil, fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
-	}
-	type applied struct {
-		attempts int
-		lag      float64
-	}
-	done := make(map[int64]applied, n)
-	var id int64
-	var a applied
-	if _, err := pgx.ForEachRow(res, []any{&id, &a.attempts, &a.lag}, func() error {
-		done[id] = a
-		return nil
-	}); err != nil {
-		br.Close()
-		return nil, nil, fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
+		return nil, nil, err
 	}
 	var heads []claimed
 	if ended != nil {
@@ -453,25 +436,109 @@ func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []
 	} else if err := r.claim(ctx, tx, heads); err != nil {
 		return nil, nil, err
 	}
-
-	if len(kept) == 0 {
-		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
-			return nil, nil, fmt.Errorf("complete batch job %d: %w", job.ID, err)
-		}
-	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, nil, fmt.Errorf("commit outcomes of batch job %d: %w", job.ID, err)
 	}
-
-	// Only outcomes that were applied are counted and logged.
-	for _, b := range rows {
-		a, ok := done[b.id]
-		if !ok {
-			continue
-		}
-		r.report(b, a.attempts, a.lag)
-	}
+	r.reportApplied(rows, done)
 	return kept, ended, nil
+}
+
+// recordInOneTrip is recordTx when no row stays in flight and the next
+// rows of the batch's keys stay with the job (or ordering is off): the
+// transaction needs nothing from the relay between its statements, so
+// BEGIN, the outcomes, the claim of the next rows and COMMIT reach the
+// server as one batch, one round trip. A statement that fails leaves the
+// rest unrun and the connection in its failed transaction, which the pool
+// discards on release (nothing is written).
+//
+// The job is not completed here: River completes it when Work returns
+// (a crash in between reruns it, and the rerun owns no rows).
+func (r *Relay) recordInOneTrip(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow) (kept []claimed, ended *endedKeys, _ error) {
+	batch := &pgx.Batch{}
+	batch.Queue("BEGIN")
+	r.queueRecord(batch, job, rows, nil)
+	if r.cfg.Ordering != OrderOff {
+		ended = r.queueSuccessors(batch, job.ID, rows, true)
+	}
+	batch.Queue("COMMIT")
+	br := r.pool.SendBatch(ctx, batch)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, nil, fmt.Errorf("begin recording batch job %d: %w", job.ID, err)
+	}
+	done, err := r.readRecord(br, job)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ended != nil {
+		if kept, err = r.readSuccessors(br, job.ID, ended); err != nil {
+			return nil, nil, err
+		}
+	}
+	tag, err := br.Exec()
+	if err == nil && tag.String() != "COMMIT" {
+		err = errors.New("the transaction was rolled back")
+	}
+	if err == nil {
+		err = br.Close()
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("commit outcomes of batch job %d: %w", job.ID, err)
+	}
+	r.reportApplied(rows, done)
+	return kept, ended, nil
+}
+
+// applied is an outcome the recording wrote: the row's attempts since and
+// how long after its creation it ended, in seconds.
+type applied struct {
+	attempts int
+	lag      float64
+}
+
+// queueRecord queues the statement that writes rows' outcomes; nextJob
+// names the retry job of each row that stays in flight.
+func (r *Relay) queueRecord(batch *pgx.Batch, job *river.Job[BatchArgs], rows []*batchRow, nextJob map[*batchRow]int64) {
+	n := len(rows)
+	ids, kinds, msgIDs, errs := make([]int64, n), make([]string, n), make([]string, n), make([]string, n)
+	counted, sent, sentAt, next := make([]bool, n), make([]bool, n), make([]time.Time, n), make([]int64, n)
+	var span partSpan
+	for i, b := range rows {
+		span.add(b.at)
+		ids[i], kinds[i], msgIDs[i], errs[i] = b.id, string(b.res.kind), b.res.msgID, b.res.errText
+		counted[i], sent[i], sentAt[i], next[i] = b.res.counted, b.res.sent, b.res.sentAt, nextJob[b]
+	}
+	lo, hi := span.bounds()
+	batch.Queue(recordSQL, ids, kinds, msgIDs, errs, counted, sent, sentAt, next, job.ID, lo, hi)
+}
+
+// readRecord reads what queueRecord queued: the outcomes applied, by row
+// id.
+func (r *Relay) readRecord(br pgx.BatchResults, job *river.Job[BatchArgs]) (map[int64]applied, error) {
+	res, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
+	}
+	done := make(map[int64]applied)
+	var id int64
+	var a applied
+	if _, err := pgx.ForEachRow(res, []any{&id, &a.attempts, &a.lag}, func() error {
+		done[id] = a
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
+	}
+	return done, nil
+}
+
+// reportApplied counts and logs the outcomes that were applied, once
+// their transaction has committed.
+func (r *Relay) reportApplied(rows []*batchRow, done map[int64]applied) {
+	for _, b := range rows {
+		if a, ok := done[b.id]; ok {
+			r.report(b, a.attempts, a.lag)
+		}
+	}
 }
 
 // report logs and counts one applied outcome.
