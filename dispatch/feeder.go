@@ -352,6 +352,12 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 		}
 	}
 	if len(heads) > 0 {
+		var err error
+		if heads, err = r.handOff(ctx, heads); err != nil && ctx.Err() == nil {
+			r.log.Warn("handing rows to a waiting job failed; claiming them into a new job", zap.Error(err))
+		}
+	}
+	if len(heads) > 0 {
 		if err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error { return r.claim(ctx, tx, heads) }); err != nil {
 			return 0, fmt.Errorf("claim outbox rows: %w", err)
 		}

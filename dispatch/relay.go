@@ -97,6 +97,10 @@ type Config struct {
 	Queue string
 	// JobRetention is how long River keeps finished jobs. Default 1h.
 	JobRetention time.Duration
+	// Linger is how long a young batch job that has nothing left waits
+	// for admission to hand it new rows before it returns (see
+	// handoff.go). Default 1s.
+	Linger time.Duration
 	// Retention is how long delivered rows are kept: a periodic River job
 	// (inserted by the leader only) drops the outbox partitions that ended
 	// more than Retention ago and hold only rows delivered more than
@@ -143,6 +147,7 @@ func (c Config) WithDefaults() Config {
 	c.Queue = cmp.Or(c.Queue, "outbox")
 	c.Ordering = cmp.Or(c.Ordering, OrderByAsset)
 	c.JobRetention = cmp.Or(c.JobRetention, time.Hour)
+	c.Linger = cmp.Or(c.Linger, time.Second)
 	c.PruneInterval = cmp.Or(c.PruneInterval, 10*time.Minute)
 	c.PruneBatch = cmp.Or(c.PruneBatch, 1000)
 	if c.Logger == nil {
@@ -165,7 +170,7 @@ func (c Config) validate() error {
 		{"ShutdownTimeout", c.ShutdownTimeout}, {"MaxAge", c.MaxAge}, {"IdempotencyWindow", c.IdempotencyWindow},
 		{"BackoffMin", c.BackoffMin}, {"BackoffMax", c.BackoffMax}, {"PollInterval", c.PollInterval},
 		{"RescanInterval", c.RescanInterval}, {"SequencerInterval", c.SequencerInterval}, {"StaleAfter", c.StaleAfter},
-		{"SampleInterval", c.SampleInterval}, {"JobRetention", c.JobRetention}, {"PruneInterval", c.PruneInterval},
+		{"SampleInterval", c.SampleInterval}, {"JobRetention", c.JobRetention}, {"PruneInterval", c.PruneInterval}, {"Linger", c.Linger},
 	} {
 		if d.v <= 0 {
 			return fmt.Errorf("%s must be positive, got %s", d.name, d.v)
@@ -205,6 +210,7 @@ type Relay struct {
 	client    *river.Client[pgx.Tx]
 	seq       *sequencer.Sequencer
 	feeder    *feeder
+	handoffs  handoffs // jobs waiting for rows
 	limiter   *rate.Limiter
 	sendSlots chan struct{} // one per send in flight
 	log       *zap.Logger
@@ -319,6 +325,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	stopFeeding()
 	loops.Wait()
 	r.stopping.Store(true)
+	r.handoffs.close()
 	r.running.Store(false)
 
 	// Leave a few seconds of the budget for cutting off and bookkeeping.

@@ -19,21 +19,31 @@ SELECT
     coalesce((SELECT extract(epoch FROM clock_timestamp() - min(created_at))::float8
                 FROM outbox_undelivered), 0)`
 
+// sampleCostShare bounds the share of one database backend the gauges
+// take: a sample that took d is followed by the next one no sooner than
+// d/sampleCostShare later (and no sooner than SampleInterval). Counting
+// the rows of a backlog of a million takes seconds, more with statistics
+// taken before it grew; sampled every SampleInterval regardless, the
+// gauges alone would keep a backend busy through the drain.
+const sampleCostShare = 0.05
+
 func (r *Relay) sampleLoop(ctx context.Context) {
-	t := time.NewTicker(r.cfg.SampleInterval)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		r.sample(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		start := time.Now()
+		r.sample(ctx)
+		t.Reset(max(r.cfg.SampleInterval, time.Duration(float64(time.Since(start))/sampleCostShare)))
 	}
 }
 
 func (r *Relay) sample(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.SampleInterval)
+	ctx, cancel := context.WithTimeout(ctx, max(r.cfg.SampleInterval, time.Minute))
 	defer cancel()
 	var pending, undelivered, failed int64
 	var oldest float64

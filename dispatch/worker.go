@@ -174,11 +174,20 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 		// key. Past a third of its timeout it hands them to a new job.
 		keep := time.Since(start) < r.cfg.JobTimeout/3 && !r.stopping.Load() && sendCtx.Err() == nil
 		next, err := r.record(book, job, rows, keep)
-		if err != nil || len(next) == 0 {
+		if err != nil {
 			return err
 		}
-		// The next rows of its keys may be in any partition, older or
-		// newer than the rows before them: the span is theirs.
+		if len(next) == 0 && keep {
+			// Nothing left: wait a moment for admission to hand over
+			// new rows (handoff.go).
+			next = r.linger(sendCtx, job.ID, start.Add(r.cfg.JobTimeout/3))
+		}
+		if len(next) == 0 {
+			return nil
+		}
+		// The next rows of its keys (or rows handed to it) may be in any
+		// partition, older or newer than the rows before them: the span
+		// is theirs.
 		ids, span = idsOf(next), spanOf(next)
 	}
 }
