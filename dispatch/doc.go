@@ -7,11 +7,10 @@
 // rows it still owns (job_id), sends them concurrently with Message.Create,
 // using a key derived from the row (Key) as both Svix's idempotency key and
 // the message's eventId, so a retry, a crash or a second replica never
-// makes Svix accept one row twice. It records the outcomes as the answers
-// come, one transaction per group of answers, which also moves rows to
-// retry into retry jobs and claims the next row of each key whose row
-// ended (into itself while it is young, sent at once, else into a new
-// job):
+// makes Svix accept one row twice. It then records every outcome in one
+// transaction, which also moves rows to retry into retry jobs and claims
+// the next row of each key whose row ended (into itself while it is young,
+// else into a new job):
 //
 //	2xx, or 409 on the eventId   delivered_at, svix_message_id
 //	429                          retried after Retry-After; not an attempt
