@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -152,95 +153,42 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 		}
 		ids, span = idsOf(owned), spanOf(owned)
 	}
-	rows, err := r.readBatch(ctx, job, ids, span)
-	if err != nil {
-		return err
-	}
-	return r.deliver(ctx, book, sendCtx, job, rows)
-}
-
-// deliver sends rows and records their outcomes as they come: once a send
-// has answered, its outcome is recorded with every other answer that came
-// meanwhile, while the rest are still in flight (one recording at a time,
-// so answers gather while one is written). The next row of each key whose
-// row ended is claimed in that recording and, while the job is young (its
-// first third of JobTimeout), sent by this job at once: a key's next row
-// waits for its predecessor's recording, not for the slowest send of the
-// batch. Past that, the next rows go to new jobs. When nothing is left, a
-// young job waits a moment for admission to hand it new rows (handoff.go).
-//
-// It returns only once no send is in flight: a recording that fails
-// returns its error after the sends under way have answered (River runs
-// the job again, and the rerun sends the rows it still owns under the
-// same keys).
-func (r *Relay) deliver(ctx, book, sendCtx context.Context, job *river.Job[BatchArgs], rows []*batchRow) error {
 	start := time.Now()
-	young := func() bool {
-		return time.Since(start) < r.cfg.JobTimeout/3 && !r.stopping.Load() && sendCtx.Err() == nil
-	}
-	answered := make(chan *batchRow)
-	inFlight := 0
-	send := func(rows []*batchRow) {
-		for _, row := range rows {
-			inFlight++
-			go func() {
-				row.res = r.attempt(sendCtx, job, row)
-				answered <- row
-			}()
-		}
-	}
-	// fail waits for the sends under way, then returns err.
-	fail := func(err error) error {
-		for ; inFlight > 0; inFlight-- {
-			<-answered
-		}
-		return err
-	}
-
-	send(rows)
 	for {
-		if inFlight == 0 {
-			if !young() {
-				return nil
-			}
-			handed := r.linger(sendCtx, job.ID, start.Add(r.cfg.JobTimeout/3))
-			if len(handed) == 0 {
-				return nil
-			}
-			// Rows handed to the job may be in any partition: the span
-			// is theirs.
-			rows, err := r.readBatch(ctx, job, idsOf(handed), spanOf(handed))
-			if err != nil {
-				return err
-			}
-			send(rows)
-			continue
-		}
-		// At least one answer, and every other one already there.
-		done := []*batchRow{<-answered}
-		inFlight--
-		for more := true; more; {
-			select {
-			case row := <-answered:
-				done = append(done, row)
-				inFlight--
-			default:
-				more = false
-			}
-		}
-		next, err := r.record(book, job, done, young())
+		rows, err := r.readBatch(ctx, job, ids, span)
 		if err != nil {
-			return fail(err)
+			return err
 		}
-		if len(next) > 0 {
-			// The next rows of its keys may be in any partition, older or
-			// newer than the rows before them: the span is theirs.
-			rows, err := r.readBatch(ctx, job, idsOf(next), spanOf(next))
-			if err != nil {
-				return fail(err)
-			}
-			send(rows)
+		if len(rows) == 0 {
+			return nil
 		}
+
+		var wg sync.WaitGroup
+		for _, row := range rows {
+			wg.Go(func() { row.res = r.attempt(sendCtx, job, row) })
+		}
+		wg.Wait()
+
+		// While the job is young, it goes on with the next rows of its
+		// keys itself: no job to insert, fetch or complete per row of a
+		// key. Past a third of its timeout it hands them to a new job.
+		keep := time.Since(start) < r.cfg.JobTimeout/3 && !r.stopping.Load() && sendCtx.Err() == nil
+		next, err := r.record(book, job, rows, keep)
+		if err != nil {
+			return err
+		}
+		if len(next) == 0 && keep {
+			// Nothing left: wait a moment for admission to hand over
+			// new rows (handoff.go).
+			next = r.linger(sendCtx, job.ID, start.Add(r.cfg.JobTimeout/3))
+		}
+		if len(next) == 0 {
+			return nil
+		}
+		// The next rows of its keys (or rows handed to it) may be in any
+		// partition, older or newer than the rows before them: the span
+		// is theirs.
+		ids, span = idsOf(next), spanOf(next)
 	}
 }
 
