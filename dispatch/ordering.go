@@ -85,8 +85,10 @@ const recheckSQL = successorSQL + `
    AND (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM outbox_commit_seq) > $5`
 
 // claimSuccessorsIntoSQL is successorSQL claiming the rows it finds into
-// the running job $5 in the same statement; the job widens its span with
-// the partition_at it returns.
+// the running job $5 in the same statement, and returning what the job
+// sends (readSQL's columns but the head test: each row returned is the
+// head of its key as of this statement, which found it as such), so the
+// job need not read them again.
 const claimSuccessorsIntoSQL = `
 WITH h AS (` + successorSQL + `
 )
@@ -94,7 +96,8 @@ UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = $5
   FROM h
  WHERE o.id = h.id AND o.partition_at = h.partition_at AND o.partition_at <= ` + notAhead + `
    AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2
-RETURNING o.id, o.partition_at`
+RETURNING o.id, o.partition_at, o.created_at, o.resends, o.app_id, o.event_type, o.data::text, o.attempts,
+          greatest(o.created_at, o.replayed_at), o.first_attempt_at, o.data ->> 'asset_id', o.data ->> 'entity_id'`
 
 // demote hands back rows behind an undelivered earlier row of their key
 // (one replayed after they were claimed) and returns those that are heads
@@ -170,22 +173,55 @@ func (r *Relay) queueSuccessors(batch *pgx.Batch, jobID int64, rows []*batchRow,
 	return &k
 }
 
-// readSuccessors reads what queueSuccessors queued: the rows claimed into
-// the job, or found for a new one.
-func (r *Relay) readSuccessors(br pgx.BatchResults, jobID int64, k *endedKeys) ([]claimed, error) {
-	var lock string
-	if err := br.QueryRow().Scan(&lock, &k.seenHigh); err != nil {
-		return nil, fmt.Errorf("take the claim lock: %w", err)
+// readFound reads what queueSuccessors queued without keep: the next rows
+// found, to be claimed into a new job.
+func (r *Relay) readFound(br pgx.BatchResults, jobID int64, k *endedKeys) ([]claimed, error) {
+	if err := readSeenHigh(br, k); err != nil {
+		return nil, err
+	}
+	res, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("find the next rows of batch job %d's keys: %w", jobID, err)
+	}
+	heads, err := pgx.CollectRows(res, scanClaimed)
+	if err != nil {
+		return nil, fmt.Errorf("find the next rows of batch job %d's keys: %w", jobID, err)
+	}
+	return heads, nil
+}
+
+// readKept reads what queueSuccessors queued with keep: the next rows
+// claimed into the job, ready to send.
+func (r *Relay) readKept(br pgx.BatchResults, jobID int64, k *endedKeys) ([]*batchRow, error) {
+	if err := readSeenHigh(br, k); err != nil {
+		return nil, err
 	}
 	res, err := br.Query()
 	if err != nil {
 		return nil, fmt.Errorf("claim the next rows of batch job %d's keys: %w", jobID, err)
 	}
-	heads, err := pgx.CollectRows(res, scanClaimed)
+	var rows []*batchRow
+	var b batchRow
+	_, err = pgx.ForEachRow(res, []any{&b.id, &b.at, &b.created, &b.resends, &b.appID, &b.eventType, &b.data, &b.attempts,
+		&b.since, &b.firstAttempt, &b.assetID, &b.entityID}, func() error {
+		row := b
+		row.head = true
+		rows = append(rows, &row)
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("claim the next rows of batch job %d's keys: %w", jobID, err)
 	}
-	return heads, nil
+	return rows, nil
+}
+
+// readSeenHigh reads the answer of seenHighSQL into k.
+func readSeenHigh(br pgx.BatchResults, k *endedKeys) error {
+	var lock string
+	if err := br.QueryRow().Scan(&lock, &k.seenHigh); err != nil {
+		return fmt.Errorf("take the claim lock: %w", err)
+	}
+	return nil
 }
 
 // scanClaimed reads a row's id and partition_at.

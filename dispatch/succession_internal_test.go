@@ -67,7 +67,7 @@ func TestRowNumberedDuringItsPredecessorsOutcome(t *testing.T) {
 	batch := &pgx.Batch{}
 	keys := r.queueSuccessors(batch, *job, []*batchRow{ended}, true)
 	br := tx.SendBatch(ctx, batch)
-	kept, err := r.readSuccessors(br, *job, keys)
+	kept, err := r.readKept(br, *job, keys)
 	if err != nil {
 		t.Fatal(err)
 	}

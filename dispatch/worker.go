@@ -154,15 +154,11 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 		ids, span = idsOf(owned), spanOf(owned)
 	}
 	start := time.Now()
-	for {
-		rows, err := r.readBatch(ctx, job, ids, span)
-		if err != nil {
-			return err
-		}
-		if len(rows) == 0 {
-			return nil
-		}
-
+	rows, err := r.readBatch(ctx, job, ids, span)
+	if err != nil {
+		return err
+	}
+	for len(rows) > 0 {
 		var wg sync.WaitGroup
 		for _, row := range rows {
 			wg.Go(func() { row.res = r.attempt(sendCtx, job, row) })
@@ -170,8 +166,9 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 		wg.Wait()
 
 		// While the job is young, it goes on with the next rows of its
-		// keys itself: no job to insert, fetch or complete per row of a
-		// key. Past a third of its timeout it hands them to a new job.
+		// keys itself (claimed and read by the recording): no job to
+		// insert, fetch or complete per row of a key. Past a third of its
+		// timeout it hands them to a new job.
 		keep := time.Since(start) < r.cfg.JobTimeout/3 && !r.stopping.Load() && sendCtx.Err() == nil
 		next, err := r.record(book, job, rows, keep)
 		if err != nil {
@@ -179,17 +176,19 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 		}
 		if len(next) == 0 && keep {
 			// Nothing left: wait a moment for admission to hand over
-			// new rows (handoff.go).
-			next = r.linger(sendCtx, job.ID, start.Add(r.cfg.JobTimeout/3))
+			// new rows (handoff.go), in any partition: the span is
+			// theirs.
+			handed := r.linger(sendCtx, job.ID, start.Add(r.cfg.JobTimeout/3))
+			if len(handed) == 0 {
+				return nil
+			}
+			if next, err = r.readBatch(ctx, job, idsOf(handed), spanOf(handed)); err != nil {
+				return err
+			}
 		}
-		if len(next) == 0 {
-			return nil
-		}
-		// The next rows of its keys (or rows handed to it) may be in any
-		// partition, older or newer than the rows before them: the span
-		// is theirs.
-		ids, span = idsOf(next), spanOf(next)
+		rows = next
 	}
+	return nil
 }
 
 func idsOf(rows []claimed) []int64 {
@@ -353,11 +352,11 @@ func (r *Relay) attempt(ctx context.Context, job *river.Job[BatchArgs], b *batch
 
 // record writes the batch's outcomes, moves rows still in flight to retry
 // jobs and claims the next row of every key whose row ended (into this job
-// when keep is set, and returns their ids; else into a new job): one
-// transaction. River completes the job once Work returns. Once it
+// when keep is set, and returns them, read and ready to send; else into a
+// new job): one transaction. River completes the job once Work returns. Once it
 // has committed, the next rows of those keys numbered meanwhile are
 // claimed too (recheckSuccessors).
-func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) ([]claimed, error) {
+func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) ([]*batchRow, error) {
 	next, ended, err := r.recordTx(ctx, job, rows, keep)
 	if err != nil {
 		return nil, err
@@ -366,7 +365,7 @@ func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*b
 	return next, nil
 }
 
-func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) (kept []claimed, ended *endedKeys, _ error) {
+func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) (kept []*batchRow, ended *endedKeys, _ error) {
 	retrying := false
 	for _, b := range rows {
 		retrying = retrying || b.res.kind == rowRetry
@@ -431,18 +430,20 @@ func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []
 		return nil, nil, err
 	}
 	var heads []claimed
-	if ended != nil {
-		if heads, err = r.readSuccessors(br, job.ID, ended); err != nil {
-			br.Close()
-			return nil, nil, err
-		}
+	switch {
+	case ended != nil && keep:
+		kept, err = r.readKept(br, job.ID, ended)
+	case ended != nil:
+		heads, err = r.readFound(br, job.ID, ended)
+	}
+	if err != nil {
+		br.Close()
+		return nil, nil, err
 	}
 	if err := br.Close(); err != nil {
 		return nil, nil, fmt.Errorf("record outcomes of batch job %d: %w", job.ID, err)
 	}
-	if keep {
-		kept = heads
-	} else if err := r.claim(ctx, tx, heads); err != nil {
+	if err := r.claim(ctx, tx, heads); err != nil {
 		return nil, nil, err
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -462,7 +463,7 @@ func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []
 //
 // The job is not completed here: River completes it when Work returns
 // (a crash in between reruns it, and the rerun owns no rows).
-func (r *Relay) recordInOneTrip(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow) (kept []claimed, ended *endedKeys, _ error) {
+func (r *Relay) recordInOneTrip(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow) (kept []*batchRow, ended *endedKeys, _ error) {
 	batch := &pgx.Batch{}
 	batch.Queue("BEGIN")
 	r.queueRecord(batch, job, rows, nil)
@@ -480,7 +481,7 @@ func (r *Relay) recordInOneTrip(ctx context.Context, job *river.Job[BatchArgs], 
 		return nil, nil, err
 	}
 	if ended != nil {
-		if kept, err = r.readSuccessors(br, job.ID, ended); err != nil {
+		if kept, err = r.readKept(br, job.ID, ended); err != nil {
 			return nil, nil, err
 		}
 	}
