@@ -145,8 +145,9 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 	ids, span := job.Args.IDs, job.Args.span()
 	if job.Attempt > 1 {
 		// A run after a crash or a failed recording: the job may also own
-		// rows it claimed while it ran (the next rows of its keys), which
-		// its args do not list, in partitions outside its args' span.
+		// rows it was given while it ran (the next rows of its keys, rows
+		// admission handed to it), which its args do not list, in
+		// partitions outside its args' span.
 		owned, err := r.ownedRows(ctx, job.ID)
 		if err != nil {
 			return err
