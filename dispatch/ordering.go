@@ -202,8 +202,7 @@ func (r *Relay) readKept(br pgx.BatchResults, jobID int64, k *endedKeys) ([]*bat
 	}
 	var rows []*batchRow
 	var b batchRow
-	_, err = pgx.ForEachRow(res, []any{&b.id, &b.at, &b.created, &b.resends, &b.appID, &b.eventType, &b.data, &b.attempts,
-		&b.since, &b.firstAttempt, &b.assetID, &b.entityID}, func() error {
+	_, err = pgx.ForEachRow(res, b.scanDest(), func() error {
 		row := b
 		row.head = true
 		rows = append(rows, &row)

@@ -84,6 +84,13 @@ type batchRow struct {
 
 func (b *batchRow) key() string { return msgkey.Format(b.id, b.created, b.resends) }
 
+// scanDest are the fields a row is read into, in the order of the columns
+// readSQL and claimSuccessorsIntoSQL return (readSQL adds the head test).
+func (b *batchRow) scanDest() []any {
+	return []any{&b.id, &b.at, &b.created, &b.resends, &b.appID, &b.eventType, &b.data, &b.attempts,
+		&b.since, &b.firstAttempt, &b.assetID, &b.entityID}
+}
+
 // rowKind is what an attempt did to its row.
 type rowKind string
 
@@ -234,8 +241,7 @@ func (r *Relay) readBatch(ctx context.Context, job *river.Job[BatchArgs], ids []
 	var rows []*batchRow
 	var behind []claimed
 	var b batchRow
-	_, err = pgx.ForEachRow(res, []any{&b.id, &b.at, &b.created, &b.resends, &b.appID, &b.eventType, &b.data, &b.attempts,
-		&b.since, &b.firstAttempt, &b.assetID, &b.entityID, &b.head}, func() error {
+	_, err = pgx.ForEachRow(res, append(b.scanDest(), &b.head), func() error {
 		row := b
 		if row.head {
 			rows = append(rows, &row)
