@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/mediaplatform/relay/dispatch"
 	"github.com/mediaplatform/relay/outbox"
 )
@@ -15,24 +17,21 @@ import (
 func TestHandOff(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	jobsOf := func(t *testing.T, b *bundle) (n int, states []string) {
+	jobStates := func(t *testing.T, b *bundle) []string {
 		t.Helper()
 		rows, err := b.pool.Query(ctx, `SELECT state FROM river_job WHERE kind = $1 ORDER BY id`, dispatch.BatchKind)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var s string
-			if err := rows.Scan(&s); err != nil {
-				t.Fatal(err)
-			}
-			states = append(states, s)
-		}
-		if err := rows.Err(); err != nil {
+		states, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
 			t.Fatal(err)
 		}
-		return len(states), states
+		return states
+	}
+	waiting := func(t *testing.T, relay *dispatch.Relay) {
+		t.Helper()
+		waitFor(t, 10*time.Second, "a job to wait for rows", func() bool { return dispatch.WaitingJobs(relay) == 1 })
 	}
 	jobOf := func(t *testing.T, b *bundle, id int64) int64 {
 		t.Helper()
@@ -52,12 +51,12 @@ func TestHandOff(t *testing.T) {
 	t.Run("RowsGoToTheWaitingJob", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, setupOpts{config: slow})
-		b.start(t)
+		relay := b.start(t)
 		first := b.emit(t, outbox.CutCompleted("acme", "c1", "a1"))
 		b.waitDelivered(t, 1)
 		var later []int64
 		for i, asset := range []string{"a2", "a3", "a1"} {
-			time.Sleep(100 * time.Millisecond) // each after the job began to wait
+			waiting(t, relay) // each row comes while the job waits
 			later = append(later, b.emit(t, outbox.RenderCompleted("acme", "r"+string(rune('1'+i)), asset)))
 			b.waitDelivered(t, 2+i)
 		}
@@ -68,8 +67,8 @@ func TestHandOff(t *testing.T) {
 				t.Errorf("row %d went to job %d, want the waiting job %d", id, got, job)
 			}
 		}
-		if n, states := jobsOf(t, b); n != 1 {
-			t.Errorf("river holds %d batch jobs (%v), want 1: the later rows were handed to the waiting job", n, states)
+		if states := jobStates(t, b); len(states) != 1 {
+			t.Errorf("river holds %d batch jobs (%v), want 1: the later rows were handed to the waiting job", len(states), states)
 		}
 	})
 
@@ -86,10 +85,10 @@ func TestHandOff(t *testing.T) {
 		go func() { done <- relay.Run(runCtx) }()
 		b.emit(t, outbox.CutCompleted("acme", "c1", "a1"))
 		b.waitDelivered(t, 1)
-		waitFor(t, 10*time.Second, "the job to wait for rows", func() bool {
-			_, states := jobsOf(t, b)
-			return len(states) == 1 && states[0] == "running"
-		})
+		waiting(t, relay)
+		if states := jobStates(t, b); len(states) != 1 || states[0] != "running" {
+			t.Fatalf("batch jobs while one waits for rows: %v, want one running", states)
+		}
 		stop()
 		// A wait left running would hold the stop for the whole minute of
 		// Linger, past the 40 s River is given to finish its jobs.
@@ -101,7 +100,7 @@ func TestHandOff(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("the relay did not stop within 30s: the waiting job held it")
 		}
-		if _, states := jobsOf(t, b); len(states) != 1 || states[0] != "completed" {
+		if states := jobStates(t, b); len(states) != 1 || states[0] != "completed" {
 			t.Errorf("batch jobs after the stop: %v, want one completed", states)
 		}
 	})
