@@ -81,12 +81,6 @@ SELECT c.id, c.commit_seq, c.partition_at,
          ORDER BY o.commit_seq
          LIMIT $2) c`
 
-// Admission's reads run with the planner's Sort off (package nosort): a
-// Merge Append of one index scan per partition of the outbox, which stops
-// after LIMIT rows, never a Sort of everything after the watermark, which
-// statistics that call the current partition small would pick. The
-// queries have no other sort.
-
 // rescanSQL is admitSQL over every waiting row, whatever its number: rows
 // handed back (a replay, a job that vanished) sit below the watermark. It
 // pages through the undelivered rows by created_at (outbox_undelivered_idx;
@@ -370,8 +364,12 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 	return seen, nil
 }
 
-// readSorted runs one of admission's reads with the Sort off (see
-// nosort.Scan). fn runs after each row is scanned into dest.
+// readSorted runs one of admission's reads with the planner's Sort off
+// (nosort.Scan): a Merge Append of one index scan per partition of the
+// outbox, which stops after LIMIT rows, never a Sort of everything after
+// the watermark, which statistics that call the current partition small
+// would pick (the queries have no other sort). fn runs after each row is
+// scanned into dest.
 func (r *Relay) readSorted(ctx context.Context, sql string, args, dest []any, fn func() error) error {
 	return nosort.Scan(ctx, r.pool, sql, args, dest, fn)
 }
