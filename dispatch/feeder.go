@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mediaplatform/relay/internal/nosort"
+	"github.com/mediaplatform/relay/internal/sequencer"
 )
 
 // Who may hand a row to a job, and when.
@@ -59,12 +60,12 @@ const claimLockSQL = `SELECT pg_advisory_xact_lock(hashtextextended('relay.outbo
 // outbox_key_idx per key.
 
 // admitSQL reads rows numbered after $1, in commit order, through the
-// unique commit_seq index (a range scan with a small LIMIT: the plan does
-// not depend on planner statistics), and says which are heads of their
-// key, with one probe of outbox_key_idx each. commit_seq numbers become
-// visible in order (the sequencer's steps are serialized), so a reader that
-// has seen number n has seen every number below it: the watermark never
-// skips a row.
+// unique commit_seq index (a range scan with a small LIMIT, bounded above
+// by sequencer.NumberedThroughSQL: the plan does not depend on planner
+// statistics), and says which are heads of their key, with one probe of
+// outbox_key_idx each. commit_seq numbers become visible in order (the
+// sequencer's steps are serialized), so a reader that has seen number n
+// has seen every number below it: the watermark never skips a row.
 // $3: ordering on; $4: BlockOnFailure; $5: ordering by entity.
 const admitSQL = `
 SELECT c.id, c.commit_seq, c.partition_at,
@@ -77,7 +78,8 @@ SELECT c.id, c.commit_seq, c.partition_at,
               AND (NOT $5::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id')))
   FROM (SELECT o.id, o.commit_seq, o.partition_at, o.app_id, o.data, o.enqueued_at, o.delivered_at, o.failed_at
           FROM outbox o
-         WHERE o.commit_seq > $1 AND o.partition_at <= ` + notAhead + `
+         WHERE o.commit_seq > $1 AND o.commit_seq <= ` + sequencer.NumberedThroughSQL + `
+           AND o.partition_at <= ` + notAhead + `
          ORDER BY o.commit_seq
          LIMIT $2) c`
 

@@ -69,12 +69,15 @@ SELECT h.id, h.partition_at
  WHERE h.enqueued_at IS NULL AND h.failed_at IS NULL AND h.commit_seq IS NOT NULL`
 
 // seenHighSQL takes the shared claim lock (see claimLockSQL) and returns
-// the highest commit_seq this transaction can see; the statement's
-// snapshot is taken before the lock is granted, so it sees no more than
-// the successor query that follows it.
+// the highest commit_seq this transaction can see, as the last numbering
+// step wrote it (outbox_sequence_state; a read of the outbox's index would
+// step over a running step's entries); the statement's snapshot is taken
+// before the lock is granted, so it sees no more than the successor query
+// that follows it. Without the row (deleted by hand) it says 0, and every
+// outcome rechecks its keys.
 const seenHighSQL = `
 SELECT pg_advisory_xact_lock_shared(hashtextextended('relay.outbox_claim', 'outbox'::regclass::oid::bigint))::text,
-       (SELECT coalesce(max(commit_seq), 0) FROM outbox WHERE partition_at <= ` + notAhead + `)`
+       coalesce((SELECT numbered_through FROM outbox_sequence_state), 0)`
 
 // recheckSQL is successorSQL once the outcome has committed, run only
 // when the sequencer handed out numbers above $5 (the highest the outcome

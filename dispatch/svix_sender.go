@@ -128,29 +128,40 @@ func collision(msg Message, out *models.MessageOut) error {
 	if out == nil {
 		return nil
 	}
-	var held struct {
-		Data *struct {
-			EntityID string `json:"entity_id"`
-			AssetID  string `json:"asset_id"`
-		} `json:"data"`
-	}
-	raw, err := json.Marshal(out.Payload)
-	if err != nil || json.Unmarshal(raw, &held) != nil || held.Data == nil {
-		return nil
-	}
-	var ours struct {
+	var ours, held struct {
 		EntityID string `json:"entity_id"`
 		AssetID  string `json:"asset_id"`
 	}
-	if json.Unmarshal(msg.Data, &ours) != nil {
-		return nil
-	}
-	if out.EventType == msg.EventType && held.Data.EntityID == ours.EntityID && held.Data.AssetID == ours.AssetID {
-		return nil
+	if sent, ok := out.Payload["data"].(json.RawMessage); ok && bytes.Equal(sent, bytes.TrimSpace(msg.Data)) {
+		// A create's answer: its payload is the map this send built around
+		// the row's own data (only payloadOf makes a json.RawMessage), so
+		// only the event type can differ and nothing needs decoding.
+		if out.EventType == msg.EventType {
+			return nil
+		}
+		_ = json.Unmarshal(sent, &held) // for the error only
+	} else {
+		var got struct {
+			Data *struct {
+				EntityID string `json:"entity_id"`
+				AssetID  string `json:"asset_id"`
+			} `json:"data"`
+		}
+		raw, err := json.Marshal(out.Payload)
+		if err != nil || json.Unmarshal(raw, &got) != nil || got.Data == nil {
+			return nil
+		}
+		if json.Unmarshal(msg.Data, &ours) != nil {
+			return nil
+		}
+		held.EntityID, held.AssetID = got.Data.EntityID, got.Data.AssetID
+		if out.EventType == msg.EventType && held == ours {
+			return nil
+		}
 	}
 	return &PermanentError{Code: "key_collision", Detail: fmt.Sprintf(
 		"svix holds message %s (%s, entity %q) under this row's key: a row of another outbox with the same app id, id and created_at (a second database sharing the Svix application?): give each database its own app ids",
-		out.Id, out.EventType, held.Data.EntityID)}
+		out.Id, out.EventType, held.EntityID)}
 }
 
 // Lookup gets the message by its eventId (the row's key).

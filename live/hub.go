@@ -21,9 +21,12 @@ import (
 
 const (
 	// stateSQL reads the cursor epoch, the highest commit_seq pruned and
-	// the highest one visible: the position a new stream starts from.
+	// the highest one visible (read through the index up to
+	// sequencer.NumberedThroughSQL, so that a missing row costs a longer
+	// read, never a wrong position): the position a new stream starts
+	// from.
 	stateSQL = `
-SELECT l.epoch, l.pruned_through, greatest(l.pruned_through, coalesce((SELECT max(commit_seq) FROM outbox), 0))
+SELECT l.epoch, l.pruned_through, greatest(l.pruned_through, coalesce((SELECT max(commit_seq) FROM outbox WHERE commit_seq <= ` + sequencer.NumberedThroughSQL + `), 0))
   FROM outbox_live l`
 	// catalogSQL lists the event types a stream may filter on.
 	catalogSQL = `SELECT name FROM outbox_event_type ORDER BY name`
@@ -33,7 +36,7 @@ SELECT l.epoch, l.pruned_through, greatest(l.pruned_through, coalesce((SELECT ma
 	tailSQL = `
 SELECT commit_seq, app_id, event_type, data, created_at
   FROM outbox
- WHERE commit_seq > $1
+ WHERE commit_seq > $1 AND commit_seq <= ` + sequencer.NumberedThroughSQL + `
  ORDER BY commit_seq
  LIMIT $2`
 	// replaySQL reads one account's rows between a cursor and the

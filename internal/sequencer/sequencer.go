@@ -25,6 +25,16 @@ import (
 	"go.uber.org/zap"
 )
 
+// NumberedThroughSQL is an SQL expression: the highest commit_seq the
+// statement's snapshot can see. Each step writes its last number to
+// outbox_sequence_state as it commits (migration 00010), so every row
+// numbered up to the value is visible and none above it is: a read of
+// outbox_commit_seq_idx bounded by it (commit_seq <= ...) never reaches
+// the entries of a step still running, which it would otherwise step over
+// one by one, each a heap visit. Without the row (deleted by hand) it
+// bounds nothing.
+const NumberedThroughSQL = `coalesce((SELECT numbered_through FROM outbox_sequence_state), 9223372036854775807)`
+
 // sequenceSQL runs one step; it must run on its own (autocommit, READ
 // COMMITTED), which a pool's QueryRow does.
 const sequenceSQL = `SELECT outbox_sequence($1)`

@@ -316,6 +316,81 @@ func TestSequencer(t *testing.T) {
 		}
 	})
 
+	t.Run("NumberedThroughIsTheLastCommittedStep", func(t *testing.T) {
+		// outbox_sequence_state.numbered_through (NumberedThroughSQL)
+		// moves with each step's commit: a snapshot never sees a row
+		// numbered above it nor misses one at or below it, even while a
+		// step is open.
+		t.Parallel()
+		pool := pgtest.Pool(t)
+		through := func() int64 {
+			t.Helper()
+			var n int64
+			if err := pool.QueryRow(ctx, `SELECT `+sequencer.NumberedThroughSQL).Scan(&n); err != nil {
+				t.Fatalf("read numbered_through: %v", err)
+			}
+			return n
+		}
+		if n := through(); n != 0 {
+			t.Fatalf("numbered_through of an empty outbox = %d, want 0", n)
+		}
+		s := newSequencer(t, pool, sequencer.Config{})
+		for i := range 3 {
+			insert(t, ctx, pool, "n"+string(rune('a'+i)))
+		}
+		if _, err := s.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := through(); n != 3 {
+			t.Fatalf("numbered_through after numbering 3 rows = %d, want 3", n)
+		}
+
+		insert(t, ctx, pool, "nd")
+		insert(t, ctx, pool, "ne")
+		open, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer open.Rollback(ctx) //nolint:errcheck // committed below
+		var n int
+		if err := open.QueryRow(ctx, `SELECT outbox_sequence()`).Scan(&n); err != nil || n != 2 {
+			t.Fatalf("open step: n = %d, err = %v; want 2", n, err)
+		}
+		var visible, bounded int64
+		if err := pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE commit_seq <= `+sequencer.NumberedThroughSQL+`)
+		    FROM outbox WHERE commit_seq IS NOT NULL`).Scan(&visible, &bounded); err != nil {
+			t.Fatal(err)
+		}
+		if got := through(); got != 3 || visible != 3 || bounded != 3 {
+			t.Fatalf("while a step is open: numbered_through %d, %d rows numbered visible, %d up to numbered_through; want 3 of each", got, visible, bounded)
+		}
+		if err := open.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var high int64
+		if err := pool.QueryRow(ctx, `SELECT max(commit_seq) FROM outbox`).Scan(&high); err != nil {
+			t.Fatal(err)
+		}
+		if got := through(); got != 5 || high != 5 {
+			t.Fatalf("after the step committed: numbered_through %d, max(commit_seq) %d; want 5", got, high)
+		}
+
+		// Without its row (deleted by hand) the bound lets everything
+		// through instead of hiding rows.
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck // undone
+		if _, err := tx.Exec(ctx, `DELETE FROM outbox_sequence_state`); err != nil {
+			t.Fatal(err)
+		}
+		var missing int64
+		if err := tx.QueryRow(ctx, `SELECT `+sequencer.NumberedThroughSQL).Scan(&missing); err != nil || missing != 1<<63-1 {
+			t.Fatalf("numbered_through without its row = %d (err %v), want the largest bigint", missing, err)
+		}
+	})
+
 	t.Run("StepDoesNotSortTheBacklog", func(t *testing.T) {
 		// Statistics taken while the outbox held 10 rows, then a backlog
 		// of 20,000 unnumbered rows (autovacuum off: they stay stale). The
