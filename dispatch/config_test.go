@@ -54,3 +54,18 @@ func TestConfigRetention(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigWriters checks Writers' range: 0 takes the default (4), and
+// a negative or absurd count is refused by name.
+func TestConfigWriters(t *testing.T) {
+	t.Parallel()
+	if got := (dispatch.Config{}).WithDefaults().Writers; got != 4 {
+		t.Errorf("default Writers = %d, want 4", got)
+	}
+	for _, n := range []int{-1, 1001} {
+		_, err := dispatch.New(nil, nil, dispatch.Config{Writers: n})
+		if err == nil || !strings.Contains(err.Error(), "writers must be 1 to 1000") {
+			t.Errorf("New with Writers %d: err = %v, want the rule named", n, err)
+		}
+	}
+}

@@ -162,7 +162,11 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 		ids, span = idsOf(owned), spanOf(owned)
 	}
 	start := time.Now()
-	rows, err := r.readBatch(ctx, job, ids, span)
+	var rows []*batchRow
+	err := r.asWriter(ctx, func() (err error) {
+		rows, err = r.readBatch(ctx, job, ids, span)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -178,7 +182,11 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 		// insert, fetch or complete per row of a key. Past a third of its
 		// timeout it hands them to a new job.
 		keep := time.Since(start) < r.cfg.JobTimeout/3 && !r.stopping.Load() && sendCtx.Err() == nil
-		next, err := r.record(book, job, rows, keep)
+		var next []*batchRow
+		err := r.asWriter(book, func() (err error) {
+			next, err = r.record(book, job, rows, keep)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -190,13 +198,29 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 			if len(handed) == 0 {
 				return nil
 			}
-			if next, err = r.readBatch(ctx, job, idsOf(handed), spanOf(handed)); err != nil {
+			err := r.asWriter(ctx, func() (err error) {
+				next, err = r.readBatch(ctx, job, idsOf(handed), spanOf(handed))
+				return err
+			})
+			if err != nil {
 				return err
 			}
 		}
 		rows = next
 	}
 	return nil
+}
+
+// asWriter runs fn once the job holds one of the relay's writer slots
+// (Config.Writers), and returns its error, or ctx's if ctx ends first.
+func (r *Relay) asWriter(ctx context.Context, fn func() error) error {
+	select {
+	case r.writers <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("wait for a writer slot: %w", ctx.Err())
+	}
+	defer func() { <-r.writers }()
+	return fn()
 }
 
 func idsOf(rows []claimed) []int64 {

@@ -36,6 +36,7 @@ type RunCmd struct {
 	BlockOnFailure  bool          `name:"block-on-failure" env:"RELAY_BLOCK_ON_FAILURE" help:"A failed row holds back the later rows of its ordering key until it is replayed (default: they go on without it)."`
 	ClaimBatch      int           `name:"claim-batch" env:"RELAY_CLAIM_BATCH" default:"500" help:"Most rows the feeder looks at per claim transaction."`
 	DBMaxConns      int32         `name:"db-max-conns" env:"RELAY_DB_MAX_CONNS" default:"20" help:"Database connections in the pool."`
+	DBWriters       int           `name:"db-writers" env:"RELAY_DB_WRITERS" default:"4" help:"Most delivery jobs reading or recording their rows at once (at most --db-max-conns); about the database's cores: more only adds contention."`
 	HTTPAddr        string        `name:"http-addr" env:"RELAY_HTTP_ADDR" default:"127.0.0.1:8080" help:"Address of /healthz, /readyz and /metrics; empty to disable."`
 	RiverUIUser     string        `name:"riverui-user" env:"RELAY_RIVERUI_USER" placeholder:"USER" help:"Serve River UI at /riverui/ behind basic auth with this user and --riverui-password; off unless both are set."`
 	RiverUIPassword string        `name:"riverui-password" env:"RELAY_RIVERUI_PASSWORD" placeholder:"PASSWORD" help:"River UI's basic auth password, at least 12 characters (it can cancel, delete and retry jobs); read it from the environment, it is never printed."`
@@ -79,6 +80,8 @@ func (c *RunCmd) Validate() error {
 		return usagef("RELAY_CLAIM_BATCH (--claim-batch) must be 1 to 10000, got %d", c.ClaimBatch)
 	case c.DBMaxConns < 4:
 		return usagef("RELAY_DB_MAX_CONNS (--db-max-conns) must be at least 4, got %d", c.DBMaxConns)
+	case c.DBWriters < 1 || c.DBWriters > int(c.DBMaxConns):
+		return usagef("RELAY_DB_WRITERS (--db-writers) must be 1 to RELAY_DB_MAX_CONNS (%d), got %d", c.DBMaxConns, c.DBWriters)
 	}
 	return c.validateOps()
 }
@@ -118,6 +121,7 @@ func (c *RunCmd) Run(ctx context.Context, g *Globals) error {
 	relay, err := dispatch.New(pool, sender, dispatch.Config{
 		Concurrency:     c.Concurrency,
 		BatchSize:       c.BatchSize,
+		Writers:         c.DBWriters,
 		RateLimit:       c.RateLimit,
 		JobTimeout:      c.JobTimeout,
 		RescueAfter:     c.RescueAfter,

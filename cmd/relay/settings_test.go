@@ -37,6 +37,8 @@ func TestSettings(t *testing.T) {
 			{"JobTimeoutNotAboveSvixTimeout", []string{db, "SVIX_AUTH_TOKEN=" + secretToken, "RELAY_SVIX_TIMEOUT=10s", "RELAY_JOB_TIMEOUT=5s"}, []string{"run"}, []string{"RELAY_JOB_TIMEOUT", "RELAY_SVIX_TIMEOUT"}},
 			{"RescueNotAboveJobTimeout", []string{db, "SVIX_AUTH_TOKEN=" + secretToken, "RELAY_RESCUE_AFTER=10s"}, []string{"run"}, []string{"RELAY_RESCUE_AFTER"}},
 			{"JobRetentionUnderAMinute", []string{db, "SVIX_AUTH_TOKEN=" + secretToken, "RELAY_JOB_RETENTION=30s"}, []string{"run"}, []string{"RELAY_JOB_RETENTION", "30s"}},
+			{"DBWriters0", []string{db, "SVIX_AUTH_TOKEN=" + secretToken, "RELAY_DB_WRITERS=0"}, []string{"run"}, []string{"RELAY_DB_WRITERS", "got 0"}},
+			{"DBWritersAbovePool", []string{db, "SVIX_AUTH_TOKEN=" + secretToken, "RELAY_DB_MAX_CONNS=8", "RELAY_DB_WRITERS=9"}, []string{"run"}, []string{"RELAY_DB_WRITERS", "RELAY_DB_MAX_CONNS (8)", "got 9"}},
 			{"BackoffMinAboveMax", []string{db, "SVIX_AUTH_TOKEN=" + secretToken, "RELAY_BACKOFF_MIN=2s", "RELAY_BACKOFF_MAX=1s"}, []string{"run"}, []string{"RELAY_BACKOFF_MIN", "RELAY_BACKOFF_MAX"}},
 			{"LogFormat", []string{db, "SVIX_AUTH_TOKEN=" + secretToken, "RELAY_LOG_FORMAT=xml"}, []string{"run"}, []string{"RELAY_LOG_FORMAT|--log-format", "xml"}},
 			{"DatabaseLabelNotPrintable", []string{db, "SVIX_AUTH_TOKEN=" + secretToken, "RELAY_DATABASE_LABEL=eu\x01"}, []string{"run"}, []string{"RELAY_DATABASE_LABEL"}},
