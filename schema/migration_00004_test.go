@@ -4,9 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
-
 	"github.com/mediaplatform/relay/internal/pgtest"
 	"github.com/mediaplatform/relay/schema"
 )
@@ -21,17 +18,7 @@ func TestMigration00004KeepsOrderSeqOrder(t *testing.T) {
 	ctx := context.Background()
 	pool := pgtest.NewSchema(t).Pool(t)
 
-	fsys, err := schema.Migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	provider, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
-		goose.WithTableName(schema.VersionTable), goose.WithDisableGlobalRegistry(true), goose.WithLogger(goose.NopLogger()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	provider := stepper(t, pool)
 	if _, err := provider.UpTo(ctx, 3); err != nil {
 		t.Fatalf("migrate to 3: %v", err)
 	}

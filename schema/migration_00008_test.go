@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
 
@@ -56,17 +54,7 @@ func TestMigration00008Online(t *testing.T) {
 	ctx := context.Background()
 	pool := pgtest.NewSchema(t).Pool(t)
 
-	fsys, err := schema.Migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	provider, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
-		goose.WithTableName(schema.VersionTable), goose.WithDisableGlobalRegistry(true), goose.WithLogger(goose.NopLogger()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	provider := stepper(t, pool)
 	if _, err := provider.UpTo(ctx, 7); err != nil {
 		t.Fatalf("migrate to 7: %v", err)
 	}

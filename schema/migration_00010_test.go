@@ -5,11 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
-
 	"github.com/mediaplatform/relay/internal/pgtest"
-	"github.com/mediaplatform/relay/schema"
 )
 
 // TestMigration00010 takes an outbox with numbered and unnumbered rows
@@ -20,17 +16,7 @@ func TestMigration00010(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.NewSchema(t).Pool(t)
-	fsys, err := schema.Migrations()
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	provider, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
-		goose.WithTableName(schema.VersionTable), goose.WithDisableGlobalRegistry(true), goose.WithLogger(goose.NopLogger()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	provider := stepper(t, pool)
 	if _, err := provider.UpTo(ctx, 9); err != nil {
 		t.Fatalf("migrate to 9: %v", err)
 	}
