@@ -22,6 +22,9 @@ FUZZPKG   ?= ./outbox
 FUZZTIME  ?= 60s
 ARGS      ?=
 ROWS      ?= 10000000
+# The bench's throwaway cluster holds a 1M-row backlog in memory, as a
+# database server sized for it would (PostgreSQL's default is 128MB).
+BENCH_SHARED_BUFFERS ?= 1GB
 
 .PHONY: help
 help: ## List the targets (the default)
@@ -84,7 +87,7 @@ fuzz: ## Fuzz FUZZ (FuzzValidate) in FUZZPKG (./outbox) for FUZZTIME (60s), agai
 
 .PHONY: bench
 bench: ## Run the benchmark program (go run ./internal/bench) against real PostgreSQL
-	$(WITH_PG) $(GO) run ./internal/bench $(ARGS)
+	PG_SHARED_BUFFERS=$(BENCH_SHARED_BUFFERS) $(WITH_PG) $(GO) run ./internal/bench $(ARGS)
 
 .PHONY: bench-live
 bench-live: ## Measure the live stream: streams held and heap per stream, commit->client latency, idle reader cost (ARGS)

@@ -16,7 +16,9 @@
 # stopped and its directory removed, and CMD's exit code is returned.
 #
 # Environment: PG_PORT first port to try (55432); PG_BINDIR server binaries
-# to use instead of the newest /usr/lib/postgresql/*/bin.
+# to use instead of the newest /usr/lib/postgresql/*/bin; PG_SHARED_BUFFERS
+# the throwaway cluster's shared_buffers (PostgreSQL's default, 128MB, when
+# unset; make bench sets 1GB).
 set -euo pipefail
 
 prog=with-postgres
@@ -218,6 +220,10 @@ full_page_writes = off
 jit = off
 timezone = 'UTC'
 CONF
+  if [[ -n ${PG_SHARED_BUFFERS:-} ]]; then
+    [[ $PG_SHARED_BUFFERS =~ ^[0-9]+(kB|MB|GB)$ ]] || die "PG_SHARED_BUFFERS=$PG_SHARED_BUFFERS: want a size such as 1GB"
+    echo "shared_buffers = '$PG_SHARED_BUFFERS'" >>"$data/postgresql.conf"
+  fi
   # pg_stat_statements, when the server has it, lets make bench count the
   # statements the relay runs per row (it changes nothing else).
   if [[ -f $bindir/../lib/pg_stat_statements.so ]]; then

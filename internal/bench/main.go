@@ -16,8 +16,9 @@
 //	realistic-0ms             an outage's backlog: -rows rows, 8 apps × rows/50
 //	                          assets × 1–20 rows each (about 6; deterministic
 //	                          pseudo-random), written into a table just
-//	                          created, no ANALYZE and autovacuum off on it for
-//	                          the run (stale statistics), ordering by asset;
+//	                          created, no ANALYZE and autoanalyze off on it
+//	                          for the run (stale statistics; autovacuum's
+//	                          VACUUM runs), ordering by asset;
 //	                          the outbox also has a week of older daily
 //	                          partitions of delivered rows, as retention
 //	                          leaves them.

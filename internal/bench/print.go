@@ -27,8 +27,8 @@ func optF(v *float64, format string) string {
 
 func (r *report) printTable(out io.Writer) {
 	m := r.Machine
-	fmt.Fprintf(out, "\nmachine: nproc %d, %s, memory %s, %s; PostgreSQL %s (fsync %s, synchronous_commit %s, full_page_writes %s); load average at start %s, at end %s\n",
-		m.CPUs, m.CPUModel, m.MemTotal, m.GoVersion, m.PostgresVersion, m.PostgresFsync, m.PostgresSyncCommt, m.PostgresFPW, m.LoadAvg, m.LoadAvgEnd)
+	fmt.Fprintf(out, "\nmachine: nproc %d, %s, memory %s, %s; PostgreSQL %s (fsync %s, synchronous_commit %s, full_page_writes %s, shared_buffers %s); load average at start %s, at end %s\n",
+		m.CPUs, m.CPUModel, m.MemTotal, m.GoVersion, m.PostgresVersion, m.PostgresFsync, m.PostgresSyncCommt, m.PostgresFPW, m.PostgresBuffers, m.LoadAvg, m.LoadAvgEnd)
 	db := "a database of its own (" + m.OwnDatabase + ")"
 	if m.OwnDatabase == "" {
 		db = "the given database (shared: statement and backend counts include other clients)"

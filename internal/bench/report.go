@@ -25,6 +25,7 @@ type Machine struct {
 	PostgresFsync     string `json:"postgres_fsync"`
 	PostgresSyncCommt string `json:"postgres_synchronous_commit"`
 	PostgresFPW       string `json:"postgres_full_page_writes"`
+	PostgresBuffers   string `json:"postgres_shared_buffers"`
 	PostgresLocalCPU  bool   `json:"postgres_cpu_measured"`
 	// OwnDatabase is the bench's database, when it could create one.
 	OwnDatabase      string `json:"own_database,omitempty"`
@@ -80,8 +81,8 @@ func machineOf(ctx context.Context, b *bench) (Machine, error) {
 	m.OwnDatabase = b.dbName
 	err := b.admin.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('fsync'),
 	        current_setting('synchronous_commit'), current_setting('full_page_writes'),
-	        coalesce(current_setting('data_directory', true), '')`).
-		Scan(&m.PostgresVersion, &m.PostgresFsync, &m.PostgresSyncCommt, &m.PostgresFPW, &m.pgDataDir)
+	        current_setting('shared_buffers'), coalesce(current_setting('data_directory', true), '')`).
+		Scan(&m.PostgresVersion, &m.PostgresFsync, &m.PostgresSyncCommt, &m.PostgresFPW, &m.PostgresBuffers, &m.pgDataDir)
 	if err != nil {
 		return m, fmt.Errorf("read postgres settings: %w", err)
 	}
