@@ -125,10 +125,10 @@ func (s *SvixSender) Send(ctx context.Context, msg Message) (Sent, error) {
 // sent), so within Svix's idempotency window a replayed answer of the same
 // type cannot be told apart.
 func collision(msg Message, out *models.MessageOut) error {
-	if out == nil {
+	if out == nil || out.Payload["data"] == nil {
 		return nil
 	}
-	var ours, held struct {
+	var held, ours struct {
 		EntityID string `json:"entity_id"`
 		AssetID  string `json:"asset_id"`
 	}
@@ -141,20 +141,10 @@ func collision(msg Message, out *models.MessageOut) error {
 		}
 		_ = json.Unmarshal(sent, &held) // for the error only
 	} else {
-		var got struct {
-			Data *struct {
-				EntityID string `json:"entity_id"`
-				AssetID  string `json:"asset_id"`
-			} `json:"data"`
-		}
-		raw, err := json.Marshal(out.Payload)
-		if err != nil || json.Unmarshal(raw, &got) != nil || got.Data == nil {
+		raw, err := json.Marshal(out.Payload["data"])
+		if err != nil || json.Unmarshal(raw, &held) != nil || json.Unmarshal(msg.Data, &ours) != nil {
 			return nil
 		}
-		if json.Unmarshal(msg.Data, &ours) != nil {
-			return nil
-		}
-		held.EntityID, held.AssetID = got.Data.EntityID, got.Data.AssetID
 		if out.EventType == msg.EventType && held == ours {
 			return nil
 		}

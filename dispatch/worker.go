@@ -162,11 +162,7 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 		ids, span = idsOf(owned), spanOf(owned)
 	}
 	start := time.Now()
-	var rows []*batchRow
-	err := r.asWriter(ctx, func() (err error) {
-		rows, err = r.readBatch(ctx, job, ids, span)
-		return err
-	})
+	rows, err := r.readBatch(ctx, job, ids, span)
 	if err != nil {
 		return err
 	}
@@ -182,11 +178,7 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 		// insert, fetch or complete per row of a key. Past a third of its
 		// timeout it hands them to a new job.
 		keep := time.Since(start) < r.cfg.JobTimeout/3 && !r.stopping.Load() && sendCtx.Err() == nil
-		var next []*batchRow
-		err := r.asWriter(book, func() (err error) {
-			next, err = r.record(book, job, rows, keep)
-			return err
-		})
+		next, err := r.record(book, job, rows, keep)
 		if err != nil {
 			return err
 		}
@@ -198,11 +190,7 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 			if len(handed) == 0 {
 				return nil
 			}
-			err := r.asWriter(ctx, func() (err error) {
-				next, err = r.readBatch(ctx, job, idsOf(handed), spanOf(handed))
-				return err
-			})
-			if err != nil {
+			if next, err = r.readBatch(ctx, job, idsOf(handed), spanOf(handed)); err != nil {
 				return err
 			}
 		}
@@ -254,8 +242,17 @@ func (r *Relay) bookkeepingReserve() time.Duration {
 
 // readBatch reads the rows job still owns among ids (whose partition_at
 // span covers) and keeps the heads of their keys; the others go back to
-// waiting.
-func (r *Relay) readBatch(ctx context.Context, job *river.Job[BatchArgs], ids []int64, span partSpan) ([]*batchRow, error) {
+// waiting. It holds a writer slot (asWriter) while it does.
+func (r *Relay) readBatch(ctx context.Context, job *river.Job[BatchArgs], ids []int64, span partSpan) (rows []*batchRow, err error) {
+	err = r.asWriter(ctx, func() error {
+		rows, err = r.readRows(ctx, job, ids, span)
+		return err
+	})
+	return rows, err
+}
+
+// readRows is readBatch once the slot is held.
+func (r *Relay) readRows(ctx context.Context, job *river.Job[BatchArgs], ids []int64, span partSpan) ([]*batchRow, error) {
 	ordered, byEntity := r.cfg.Ordering != OrderOff, r.cfg.Ordering == OrderByEntity
 	lo, hi := span.bounds()
 	res, err := r.pool.Query(ctx, readSQL, ids, job.ID, ordered, r.cfg.BlockOnFailure, byEntity, lo, hi)
@@ -283,7 +280,7 @@ func (r *Relay) readBatch(ctx context.Context, job *river.Job[BatchArgs], ids []
 			return nil, err
 		}
 		if len(heads) > 0 {
-			more, err := r.readBatch(ctx, job, idsOf(heads), spanOf(heads))
+			more, err := r.readRows(ctx, job, idsOf(heads), spanOf(heads))
 			if err != nil {
 				return nil, err
 			}
@@ -387,13 +384,18 @@ func (r *Relay) attempt(ctx context.Context, job *river.Job[BatchArgs], b *batch
 // new job): one transaction. River completes the job once Work returns. Once it
 // has committed, the next rows of those keys numbered meanwhile are
 // claimed too (recheckSuccessors).
-func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) ([]*batchRow, error) {
-	next, ended, err := r.recordTx(ctx, job, rows, keep)
-	if err != nil {
-		return nil, err
-	}
-	r.recheckSuccessors(ctx, ended)
-	return next, nil
+//
+// It holds a writer slot (asWriter) while it does.
+func (r *Relay) record(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) (next []*batchRow, err error) {
+	err = r.asWriter(ctx, func() error {
+		var ended *endedKeys
+		if next, ended, err = r.recordTx(ctx, job, rows, keep); err != nil {
+			return err
+		}
+		r.recheckSuccessors(ctx, ended)
+		return nil
+	})
+	return next, err
 }
 
 func (r *Relay) recordTx(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow, keep bool) (kept []*batchRow, ended *endedKeys, _ error) {
