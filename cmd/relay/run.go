@@ -20,7 +20,7 @@ type RunCmd struct {
 	SvixAuthToken string `name:"svix-auth-token" env:"SVIX_AUTH_TOKEN" placeholder:"TOKEN" help:"Svix API token (required; read it from the environment, it is never printed)."`
 	SvixServerURL string `name:"svix-server-url" env:"SVIX_SERVER_URL" placeholder:"URL" help:"Svix API base URL for self-hosted Svix or a local dev server; default: Svix's hosted API for the token's region. For local development, 'relay demo --svix-only' runs a Svix-compatible dev server that delivers signed webhooks to a verifying receiver, and prints the SVIX_SERVER_URL and SVIX_AUTH_TOKEN to use."`
 
-	Concurrency     int           `name:"concurrency" env:"RELAY_CONCURRENCY" default:"200" help:"Svix sends in flight; the most a relay sends is about this / Svix latency."`
+	Concurrency     int           `name:"concurrency" env:"RELAY_CONCURRENCY" default:"400" help:"Svix sends in flight; the most a relay sends is about this / Svix latency."`
 	BatchSize       int           `name:"batch-size" env:"RELAY_BATCH_SIZE" default:"100" help:"Most rows per delivery job: sent concurrently, outcomes recorded in one transaction."`
 	RateLimit       float64       `name:"rate-limit" env:"RELAY_RATE_LIMIT" default:"0" help:"Cap on sends to Svix, messages/s; 0 for none (Svix plans allow 200 or 800)."`
 	SvixTimeout     time.Duration `name:"svix-timeout" env:"RELAY_SVIX_TIMEOUT" default:"15s" help:"Timeout of one Svix request."`

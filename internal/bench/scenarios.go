@@ -26,7 +26,7 @@ const (
 	riverQueueFetchCooldown  = 5 * time.Millisecond   // the queue's: spaces fetches
 	riverFetchPollInterval   = 100 * time.Millisecond // min(RELAY_POLL_INTERVAL, 100ms)
 	relayDBMaxConns          = 20                     // RELAY_DB_MAX_CONNS default
-	relayConcurrency         = 200                    // RELAY_CONCURRENCY default
+	relayConcurrency         = 400                    // RELAY_CONCURRENCY default
 )
 
 // Usage is the CPU and memory a scenario cost, and where the machine's
