@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/riverqueue/river"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/mediaplatform/relay/internal/msgkey"
 )
@@ -586,29 +587,36 @@ func (r *Relay) reportApplied(rows []*batchRow, done map[int64]applied) {
 
 // report logs and counts one applied outcome.
 func (r *Relay) report(b *batchRow, attempts int, lagSecs float64) {
-	log := r.log.With(zap.Int64("outbox_id", b.id), zap.String("app_id", b.appID), zap.String("event_type", b.eventType))
+	// The row's fields go with each entry, not through Logger.With, which
+	// would encode them into a new logger for every row.
+	row := [3]zap.Field{zap.Int64("outbox_id", b.id), zap.String("app_id", b.appID), zap.String("event_type", b.eventType)}
+	log := func(level zapcore.Level, msg string, fields ...zap.Field) {
+		if ce := r.log.Check(level, msg); ce != nil {
+			ce.Write(append(row[:], fields...)...)
+		}
+	}
 	res := b.res
 	var authErr *AuthError
 	var rateLimited *RateLimitedError
 	switch {
 	case res.kind == rowDelivered:
 		r.metrics.delivered(b.eventType, res.duplicate, lagSecs)
-		log.Info("delivered", zap.String("svix_msg_id", res.msgID), zap.Bool("duplicate", res.duplicate), zap.Int("attempt", attempts+1))
+		log(zapcore.InfoLevel, "delivered", zap.String("svix_msg_id", res.msgID), zap.Bool("duplicate", res.duplicate), zap.Int("attempt", attempts+1))
 	case res.kind == rowFailed:
 		r.metrics.outcome(b.eventType, "failed")
 		if r.cfg.Ordering != OrderOff && !r.cfg.BlockOnFailure {
 			r.metrics.orderingSkipped.Inc()
 		}
-		log.Error("row failed until replayed", zap.Error(res.err), zap.Int("status", res.status), zap.Int("attempt", attempts))
+		log(zapcore.ErrorLevel, "row failed until replayed", zap.Error(res.err), zap.Int("status", res.status), zap.Int("attempt", attempts))
 	case errors.As(res.err, &rateLimited):
 		r.metrics.outcome(b.eventType, "rate_limited")
-		log.Warn("svix rate limited the send; waiting", zap.Duration("retry_after", res.delay))
+		log(zapcore.WarnLevel, "svix rate limited the send; waiting", zap.Duration("retry_after", res.delay))
 	case errors.As(res.err, &authErr):
 		r.metrics.outcome(b.eventType, "retry")
-		log.Error("svix rejected the relay's token: check SVIX_AUTH_TOKEN; rows are kept and retried", zap.Error(res.err))
+		log(zapcore.ErrorLevel, "svix rejected the relay's token: check SVIX_AUTH_TOKEN; rows are kept and retried", zap.Error(res.err))
 	case res.counted:
 		r.metrics.outcome(b.eventType, "retry")
-		log.Warn("send failed; will retry", zap.Error(res.err), zap.Int("attempt", attempts), zap.Duration("retry_in", res.delay))
+		log(zapcore.WarnLevel, "send failed; will retry", zap.Error(res.err), zap.Int("attempt", attempts), zap.Duration("retry_in", res.delay))
 	}
 }
 
