@@ -17,8 +17,8 @@ import (
 
 // TestPlans checks the plans of the claim and of the row gauges. On an
 // outbox whose statistics are stale, the claim goes through the
-// commit_seq and key indexes and the read of a batch through the primary
-// key: never outbox_undelivered_idx, never a scan of the table. The
+// commit_seq and key indexes, a key's next row through the key index and
+// the read of a batch through the primary key: never outbox_undelivered_idx, never a scan of the table. The
 // gauges, which read the schema's row-state views, are served by the
 // partial indexes (outbox_undelivered_idx, outbox_failed_idx) once the statistics are current (with stale
 // statistics that say every row is pending, the planner counts them with
@@ -61,6 +61,12 @@ func TestPlans(t *testing.T) {
 		lo, hi := openSpan().bounds()
 		checkPlan(t, pool, readSQL, []any{[]int64{100, 200}, int64(7), true, false, false, lo, hi},
 			[]string{current + "_pkey", current + "_key_idx"}, noScan[:2])
+	})
+	t.Run("SuccessorWithStaleStatistics", func(t *testing.T) {
+		// One probe of the key index per key (it is partial: the
+		// statement must say commit_seq IS NOT NULL to use it).
+		checkPlan(t, pool, successorSQL, []any{[]string{"acme", "acme"}, []string{"a1", "a2"}, []string{"", ""}, false},
+			[]string{current + "_key_idx"}, noScan[:2]) // its Sort is DISTINCT's, of the keys given
 	})
 	t.Run("Gauges", func(t *testing.T) {
 		if _, err := pool.Exec(ctx, "VACUUM ANALYZE outbox"); err != nil {

@@ -13,6 +13,7 @@ package schema
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -81,7 +82,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
 		}
 		for _, r := range results {
 			applied = append(applied, Migration{
-				Line: LineOutbox, Version: r.Source.Version, Name: migrationName(r.Source.Path),
+				Line: LineOutbox, Version: r.Source.Version, Name: migrationName(r.Source),
 				Applied: true, Duration: r.Duration,
 			})
 		}
@@ -118,7 +119,7 @@ func Status(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
 	var out []Migration
 	for _, s := range statuses {
 		out = append(out, Migration{
-			Line: LineOutbox, Version: s.Source.Version, Name: migrationName(s.Source.Path),
+			Line: LineOutbox, Version: s.Source.Version, Name: migrationName(s.Source),
 			Applied: s.State == goose.StateApplied, At: s.AppliedAt,
 		})
 	}
@@ -180,25 +181,37 @@ func withLock(ctx context.Context, pool *pgxpool.Pool, fn func() error) error {
 }
 
 func newProvider(pool *pgxpool.Pool) (*goose.Provider, error) {
+	db := stdlib.OpenDBFromPool(pool)
+	provider, err := openProvider(db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return provider, nil
+}
+
+// openProvider is goose's provider of the outbox migrations, SQL and Go,
+// on db.
+func openProvider(db *sql.DB) (*goose.Provider, error) {
 	fsys, err := Migrations()
 	if err != nil {
 		return nil, err
 	}
-	db := stdlib.OpenDBFromPool(pool)
 	provider, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
 		goose.WithTableName(VersionTable),
 		goose.WithDisableGlobalRegistry(true),
 		goose.WithLogger(goose.NopLogger()),
+		goose.WithGoMigrations(goMigrations()...),
 	)
 	if err != nil {
-		db.Close()
 		return nil, fmt.Errorf("load outbox migrations: %w", err)
 	}
 	return provider, nil
 }
 
-// Migrations returns the embedded outbox migrations after checking that
-// they are numbered 1, 2, 3... without gaps or duplicates.
+// Migrations returns the embedded outbox migrations (SQL) after checking
+// that they and the Go ones (goMigrations) are numbered 1, 2, 3...
+// without gaps or duplicates.
 func Migrations() (fs.FS, error) {
 	fsys, err := fs.Sub(migrationFS, "migrations")
 	if err != nil {
@@ -217,6 +230,9 @@ func Migrations() (fs.FS, error) {
 		}
 		versions = append(versions, v)
 	}
+	for _, m := range goMigrations() {
+		versions = append(versions, int(m.Version))
+	}
 	slices.Sort(versions)
 	for i, v := range versions {
 		if v != i+1 {
@@ -226,8 +242,11 @@ func Migrations() (fs.FS, error) {
 	return fsys, nil
 }
 
-func migrationName(path string) string {
-	name := strings.TrimSuffix(path, ".sql")
+func migrationName(src *goose.Source) string {
+	if name, ok := goMigrationNames[src.Version]; ok {
+		return name
+	}
+	name := strings.TrimSuffix(src.Path, ".sql")
 	if _, rest, ok := strings.Cut(name, "_"); ok {
 		return rest
 	}
