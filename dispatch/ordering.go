@@ -53,6 +53,8 @@ SELECT id, partition_at FROM c WHERE NOT behind`
 // or newer than its predecessor's, since partition_at is when a
 // transaction started and commit_seq when it committed). It returns the
 // rows' partition_at, which bounds the lookups of the job they go to.
+// commit_seq IS NOT NULL is an index condition: the probe skips, within
+// the index, the entries rows got at INSERT, before they were numbered.
 const successorSQL = `
 SELECT h.id, h.partition_at
   FROM (SELECT DISTINCT app_id, asset_id, entity_id
