@@ -71,11 +71,11 @@ func (m Migration) String() string {
 func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
 	var applied []Migration
 	err := withLock(ctx, pool, func() error {
-		provider, err := newProvider(pool)
+		provider, closeProvider, err := newProvider(ctx, pool)
 		if err != nil {
 			return err
 		}
-		defer provider.Close()
+		defer closeProvider()
 		results, err := provider.Up(ctx)
 		if err != nil {
 			return fmt.Errorf("apply outbox migrations: %w", err)
@@ -107,11 +107,11 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
 
 // Status lists every migration of both lines with whether it is applied.
 func Status(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
-	provider, err := newProvider(pool)
+	provider, closeProvider, err := newProvider(ctx, pool)
 	if err != nil {
 		return nil, err
 	}
-	defer provider.Close()
+	defer closeProvider()
 	statuses, err := provider.Status(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read outbox migration status: %w", err)
@@ -180,14 +180,28 @@ func withLock(ctx context.Context, pool *pgxpool.Pool, fn func() error) error {
 	return fn()
 }
 
-func newProvider(pool *pgxpool.Pool) (*goose.Provider, error) {
-	db := stdlib.OpenDBFromPool(pool)
+// newProvider opens goose's provider on a pool of its own, like pool but
+// of two connections: the one goose holds while it applies migrations and
+// one for a Go migration's statements. Migrate thus needs only one
+// connection of the caller's pool (for its lock), whatever its size.
+func newProvider(ctx context.Context, pool *pgxpool.Pool) (*goose.Provider, func(), error) {
+	cfg := pool.Config()
+	cfg.MaxConns, cfg.MinConns, cfg.MinIdleConns = 2, 0, 0
+	own, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open a pool for migrations: %w", err)
+	}
+	db := stdlib.OpenDBFromPool(own)
 	provider, err := openProvider(db)
 	if err != nil {
 		db.Close()
-		return nil, err
+		own.Close()
+		return nil, nil, err
 	}
-	return provider, nil
+	return provider, func() {
+		provider.Close() //nolint:errcheck // closes db; nothing to report after the migrations ran
+		own.Close()
+	}, nil
 }
 
 // openProvider is goose's provider of the outbox migrations, SQL and Go,
