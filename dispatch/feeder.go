@@ -73,7 +73,7 @@ SELECT c.id, c.commit_seq, c.partition_at,
            SELECT 1 FROM outbox e
             WHERE e.app_id = c.app_id AND (e.data ->> 'asset_id') = (c.data ->> 'asset_id')
               AND e.commit_seq < c.commit_seq AND e.partition_at <= ` + notAhead + `
-              AND e.delivered_at IS NULL AND e.commit_seq IS NOT NULL
+              AND e.delivered_at IS NULL
               AND ($4::boolean OR num_nulls(e.failed_at) = 1)
               AND (NOT $5::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id')))
   FROM (SELECT o.id, o.commit_seq, o.partition_at, o.app_id, o.data, o.enqueued_at, o.delivered_at, o.failed_at
@@ -94,7 +94,7 @@ SELECT c.id, c.created_at, c.partition_at,
            SELECT 1 FROM outbox e
             WHERE e.app_id = c.app_id AND (e.data ->> 'asset_id') = (c.data ->> 'asset_id')
               AND e.commit_seq < c.commit_seq AND e.partition_at <= ` + notAhead + `
-              AND e.delivered_at IS NULL AND e.commit_seq IS NOT NULL
+              AND e.delivered_at IS NULL
               AND ($5::boolean OR num_nulls(e.failed_at) = 1)
               AND (NOT $6::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id')))
   FROM (SELECT o.id, o.created_at, o.commit_seq, o.partition_at, o.app_id, o.data, o.enqueued_at

@@ -32,7 +32,7 @@ WITH c AS (
            EXISTS (SELECT 1 FROM outbox e
                     WHERE e.app_id = o.app_id AND (e.data ->> 'asset_id') = (o.data ->> 'asset_id')
                       AND e.commit_seq < o.commit_seq AND e.partition_at <= ` + notAhead + `
-                      AND e.delivered_at IS NULL AND e.commit_seq IS NOT NULL
+                      AND e.delivered_at IS NULL
                       AND ($3::boolean OR num_nulls(e.failed_at) = 1)
                       AND (NOT $4::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id')) AS behind
       FROM outbox o
@@ -53,8 +53,6 @@ SELECT id, partition_at FROM c WHERE NOT behind`
 // or newer than its predecessor's, since partition_at is when a
 // transaction started and commit_seq when it committed). It returns the
 // rows' partition_at, which bounds the lookups of the job they go to.
-// commit_seq IS NOT NULL is an index condition: the probe skips, within
-// the index, the entries rows got at INSERT, before they were numbered.
 const successorSQL = `
 SELECT h.id, h.partition_at
   FROM (SELECT DISTINCT app_id, asset_id, entity_id
@@ -63,7 +61,7 @@ SELECT h.id, h.partition_at
        SELECT e.id, e.partition_at, e.enqueued_at, e.failed_at, e.commit_seq
          FROM outbox e
         WHERE e.app_id = k.app_id AND (e.data ->> 'asset_id') = k.asset_id AND e.partition_at <= ` + notAhead + `
-          AND e.delivered_at IS NULL AND e.commit_seq IS NOT NULL
+          AND e.delivered_at IS NULL
           AND ($4::boolean OR num_nulls(e.failed_at) = 1)
           AND (k.entity_id = '' OR e.data ->> 'entity_id' = k.entity_id)
         ORDER BY e.commit_seq

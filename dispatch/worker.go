@@ -29,7 +29,7 @@ SELECT o.id, o.partition_at, o.created_at, o.resends, o.app_id, o.event_type, o.
            SELECT 1 FROM outbox e
             WHERE e.app_id = o.app_id AND (e.data ->> 'asset_id') = (o.data ->> 'asset_id')
               AND e.commit_seq < o.commit_seq AND e.partition_at <= ` + notAhead + `
-              AND e.delivered_at IS NULL AND e.commit_seq IS NOT NULL
+              AND e.delivered_at IS NULL
               AND ($4::boolean OR num_nulls(e.failed_at) = 1)
               AND (NOT $5::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id'))
   FROM outbox o

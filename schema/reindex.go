@@ -32,8 +32,10 @@ import (
 // commit_seq condition, and would scan the current partition for every
 // key while they still run (a rolling upgrade migrates first). Making it
 // partial as well measured no faster in backlog drains (realistic-0ms,
-// three alternating pairs); the probes now say commit_seq IS NOT NULL,
-// which skips those entries within the index.
+// three alternating pairs), and a probe that names commit_seq IS NOT NULL
+// is planned through this partial index when the statistics were taken
+// while every row was unnumbered (dispatch's
+// TestPlansAfterAnalyzeOfUnnumberedRows).
 const partialIndexesVersion = 12
 
 // goMigrationNames names the Go migrations in reports (goose knows them by
