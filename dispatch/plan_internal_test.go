@@ -116,6 +116,23 @@ func TestPlansAfterAnalyzeOfUnnumberedRows(t *testing.T) {
 	lo, hi := openSpan().bounds()
 	checkPlan(t, pool, readSQL, []any{[]int64{100, 200}, int64(7), true, false, false, lo, hi},
 		[]string{current + "_pkey", current + "_key_idx"}, []string{"Seq Scan on " + current + " "})
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // read only
+	if _, err := tx.Exec(ctx, nosort.SQL); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := tx.Query(ctx, "EXPLAIN "+admitSQL, int64(100), 500, true, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPlanText(t, strings.Join(lines, "\n"), []string{current + "_commit_seq_idx", current + "_key_idx"}, []string{"Seq Scan on " + current + " "})
 }
 
 // checkPlan explains sql with args and checks that the plan names every
