@@ -76,14 +76,15 @@ func TestPlans(t *testing.T) {
 	})
 }
 
-// TestPlansAfterAnalyzeOfUnnumberedRows checks the probe of a key's next
-// row on an outbox analyzed while every row was waiting to be numbered
-// (the best-case bench: a backlog, ANALYZE, then the relay starts), so the
-// statistics say commit_seq is always NULL and the partial
-// outbox_commit_seq_idx looks empty: the probe still goes through the key
-// index. (A probe that said commit_seq IS NOT NULL was planned through
-// outbox_commit_seq_idx instead, a scan of every numbered row per key:
-// 1.6 s per call in a 50,000-row drain.)
+// TestPlansAfterAnalyzeOfUnnumberedRows checks the hot reads on an outbox
+// analyzed while every row was waiting to be numbered (the best-case
+// bench: a backlog, ANALYZE, then the relay starts), so the statistics say
+// commit_seq is always NULL: a key's next row is still found through the
+// key index, a batch read through the primary key, and admission reads
+// through the commit_seq index. (A probe that also said commit_seq IS NOT
+// NULL, with outbox_commit_seq_idx partial on it, was planned through
+// that index instead: a scan of every numbered row per key, 1.6 s per
+// successor claim in a 50,000-row drain.)
 func TestPlansAfterAnalyzeOfUnnumberedRows(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -14,9 +14,14 @@ import (
 // tests that stop at a version (UpTo, DownTo); it is closed with the test.
 func stepper(t *testing.T, pool *pgxpool.Pool) *goose.Provider {
 	t.Helper()
+	fsys, err := schema.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
 	db := stdlib.OpenDBFromPool(pool)
 	t.Cleanup(func() { db.Close() })
-	provider, err := schema.OpenProvider(db)
+	provider, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
+		goose.WithTableName(schema.VersionTable), goose.WithDisableGlobalRegistry(true), goose.WithLogger(goose.NopLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ package schema
 
 import (
 	"context"
-	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -71,18 +70,18 @@ func (m Migration) String() string {
 func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
 	var applied []Migration
 	err := withLock(ctx, pool, func() error {
-		provider, closeProvider, err := newProvider(ctx, pool)
+		provider, err := newProvider(pool)
 		if err != nil {
 			return err
 		}
-		defer closeProvider()
+		defer provider.Close()
 		results, err := provider.Up(ctx)
 		if err != nil {
 			return fmt.Errorf("apply outbox migrations: %w", err)
 		}
 		for _, r := range results {
 			applied = append(applied, Migration{
-				Line: LineOutbox, Version: r.Source.Version, Name: migrationName(r.Source),
+				Line: LineOutbox, Version: r.Source.Version, Name: migrationName(r.Source.Path),
 				Applied: true, Duration: r.Duration,
 			})
 		}
@@ -107,11 +106,11 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
 
 // Status lists every migration of both lines with whether it is applied.
 func Status(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
-	provider, closeProvider, err := newProvider(ctx, pool)
+	provider, err := newProvider(pool)
 	if err != nil {
 		return nil, err
 	}
-	defer closeProvider()
+	defer provider.Close()
 	statuses, err := provider.Status(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read outbox migration status: %w", err)
@@ -119,7 +118,7 @@ func Status(ctx context.Context, pool *pgxpool.Pool) ([]Migration, error) {
 	var out []Migration
 	for _, s := range statuses {
 		out = append(out, Migration{
-			Line: LineOutbox, Version: s.Source.Version, Name: migrationName(s.Source),
+			Line: LineOutbox, Version: s.Source.Version, Name: migrationName(s.Source.Path),
 			Applied: s.State == goose.StateApplied, At: s.AppliedAt,
 		})
 	}
@@ -180,52 +179,26 @@ func withLock(ctx context.Context, pool *pgxpool.Pool, fn func() error) error {
 	return fn()
 }
 
-// newProvider opens goose's provider on a pool of its own, like pool but
-// of two connections: the one goose holds while it applies migrations and
-// one for a Go migration's statements. Migrate thus needs only one
-// connection of the caller's pool (for its lock), whatever its size.
-func newProvider(ctx context.Context, pool *pgxpool.Pool) (*goose.Provider, func(), error) {
-	cfg := pool.Config()
-	cfg.MaxConns, cfg.MinConns, cfg.MinIdleConns = 2, 0, 0
-	own, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open a pool for migrations: %w", err)
-	}
-	db := stdlib.OpenDBFromPool(own)
-	provider, err := openProvider(db)
-	if err != nil {
-		db.Close()
-		own.Close()
-		return nil, nil, err
-	}
-	return provider, func() {
-		provider.Close() //nolint:errcheck // closes db; nothing to report after the migrations ran
-		own.Close()
-	}, nil
-}
-
-// openProvider is goose's provider of the outbox migrations, SQL and Go,
-// on db.
-func openProvider(db *sql.DB) (*goose.Provider, error) {
+func newProvider(pool *pgxpool.Pool) (*goose.Provider, error) {
 	fsys, err := Migrations()
 	if err != nil {
 		return nil, err
 	}
+	db := stdlib.OpenDBFromPool(pool)
 	provider, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
 		goose.WithTableName(VersionTable),
 		goose.WithDisableGlobalRegistry(true),
 		goose.WithLogger(goose.NopLogger()),
-		goose.WithGoMigrations(goMigrations()...),
 	)
 	if err != nil {
+		db.Close()
 		return nil, fmt.Errorf("load outbox migrations: %w", err)
 	}
 	return provider, nil
 }
 
-// Migrations returns the embedded outbox migrations (SQL) after checking
-// that they and the Go ones (goMigrations) are numbered 1, 2, 3...
-// without gaps or duplicates.
+// Migrations returns the embedded outbox migrations after checking that
+// they are numbered 1, 2, 3... without gaps or duplicates.
 func Migrations() (fs.FS, error) {
 	fsys, err := fs.Sub(migrationFS, "migrations")
 	if err != nil {
@@ -244,9 +217,6 @@ func Migrations() (fs.FS, error) {
 		}
 		versions = append(versions, v)
 	}
-	for _, m := range goMigrations() {
-		versions = append(versions, int(m.Version))
-	}
 	slices.Sort(versions)
 	for i, v := range versions {
 		if v != i+1 {
@@ -256,11 +226,8 @@ func Migrations() (fs.FS, error) {
 	return fsys, nil
 }
 
-func migrationName(src *goose.Source) string {
-	if name, ok := goMigrationNames[src.Version]; ok {
-		return name
-	}
-	name := strings.TrimSuffix(src.Path, ".sql")
+func migrationName(path string) string {
+	name := strings.TrimSuffix(path, ".sql")
 	if _, rest, ok := strings.Cut(name, "_"); ok {
 		return rest
 	}

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -52,28 +51,6 @@ func TestMigrate(t *testing.T) {
 			if !m.Applied {
 				t.Errorf("after migrate, %v is pending", m)
 			}
-		}
-	})
-
-	// Goose runs on a pool of its own: the caller's lends one connection
-	// for the lock and one for River's migrator. With goose on the
-	// caller's pool, a Go migration needed a third and hung without it.
-	t.Run("OnAPoolOfTwoConnections", func(t *testing.T) {
-		t.Parallel()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cfg, err := pgxpool.ParseConfig(pgtest.NewSchema(t).URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.MaxConns = 2
-		pool, err := pgxpool.NewWithConfig(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pool.Close()
-		if _, err := schema.Migrate(ctx, pool); err != nil {
-			t.Fatalf("migrate on a pool of two connections: %v", err)
 		}
 	})
 
