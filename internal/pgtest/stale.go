@@ -17,13 +17,7 @@ import (
 // failed. A plan that trusts the statistics sees a tiny table of pending
 // rows; one that does not sees what is there.
 var staleOutboxSQL = []string{
-	`DO $$
-	 DECLARE p regclass;
-	 BEGIN
-	     FOR p IN SELECT partition FROM outbox_partitions LOOP
-	         EXECUTE format('ALTER TABLE %s SET (autovacuum_enabled = false)', p);
-	     END LOOP;
-	 END $$`,
+	autovacuumOffSQL,
 	`INSERT INTO outbox (app_id, event_type, data)
 	 SELECT 'acme', 'cut.completed', jsonb_build_object('entity_id', 'c' || i, 'asset_id', 'a' || (i % 50))
 	   FROM generate_series(1, 10) i`,
@@ -35,6 +29,27 @@ var staleOutboxSQL = []string{
 	`SELECT outbox_sequence(100000)`,
 	`UPDATE outbox SET enqueued_at = now() - interval '1 day', delivered_at = now() - interval '1 day', svix_message_id = 'msg_' || id WHERE id % 100 NOT IN (0, 1)`,
 	`UPDATE outbox SET enqueued_at = now(), failed_at = now(), last_error = '422' WHERE id % 100 = 1`,
+}
+
+// autovacuumOffSQL turns autovacuum off on every partition of the outbox,
+// so that statistics taken by hand stay as they are.
+const autovacuumOffSQL = `DO $$
+	 DECLARE p regclass;
+	 BEGIN
+	     FOR p IN SELECT partition FROM outbox_partitions LOOP
+	         EXECUTE format('ALTER TABLE %s SET (autovacuum_enabled = false)', p);
+	     END LOOP;
+	 END $$`
+
+// AutovacuumOff turns autovacuum off on every partition of pool's
+// migrated outbox, so that the statistics a test takes stay as they are.
+func AutovacuumOff(tb testing.TB, pool *pgxpool.Pool) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := pool.Exec(ctx, autovacuumOffSQL); err != nil {
+		tb.Fatalf("pgtest: turn autovacuum off on the outbox: %v", err)
+	}
 }
 
 // StaleOutbox gives pool's migrated schema an outbox of 20,010 rows, mostly
