@@ -382,8 +382,13 @@ func clusterPool(t *testing.T, url string) *pgxpool.Pool {
 func TestSvixOutage(t *testing.T) {
 	t.Parallel()
 	const (
-		n     = 50
-		after = 5 * time.Second // the outage lasts this long once every row has met it
+		n = 50
+		// The outage lasts this long once every row has met it. A row's
+		// retry is a River job scheduled after its backoff (at most 1 s
+		// here), made available by River's scheduler, which runs every 5 s:
+		// 8 s holds a retry of every row whatever the scheduler's phase (at
+		// 5 s, a loaded machine saw only 10 of the 50 retried in it).
+		after = 8 * time.Second
 	)
 	b := setup(t, svixfake.Config{})
 	p := b.run(t, "relay run")
@@ -417,7 +422,7 @@ func TestSvixOutage(t *testing.T) {
 	// k waits at least half of min(100ms·2^(k-1), 1s), so the first four
 	// retries take at least 50+100+200+400 = 750ms and each later one at
 	// least 500ms. In an outage of W seconds a row is sent at most
-	// 1 + 4 + (W - 0.75)/0.5 times, less than 5 + 2W: 15 a row for 5 s. A
+	// 1 + 4 + (W - 0.75)/0.5 times, less than 5 + 2W: 21 a row for 8 s. A
 	// relay without backoff would send thousands; one that ignored the
 	// backoff's floor would pass this bound only by luck.
 	var during, outageAnswers int
