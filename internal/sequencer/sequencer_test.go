@@ -305,9 +305,13 @@ func TestSequencer(t *testing.T) {
 		defer func() { cancel(); <-done }()
 
 		id := insert(t, ctx, pool, "woken")
-		testkit.WaitFor(t, 10*time.Second, "the row to be numbered after a Wake", func() bool {
+		// The step commits before Run reports it: wait for both.
+		testkit.WaitFor(t, 10*time.Second, "the row to be numbered and reported after a Wake", func() bool {
 			s.Wake()
-			return seqOf(t, ctx, pool, id) != 0
+			mu.Lock()
+			reported := seen > 0
+			mu.Unlock()
+			return reported && seqOf(t, ctx, pool, id) != 0
 		})
 		mu.Lock()
 		defer mu.Unlock()
