@@ -18,11 +18,12 @@ import (
 // TestPlans checks the plans of the claim and of the row gauges. On an
 // outbox whose statistics are stale, the claim goes through the
 // commit_seq and key indexes, a key's next row through the key index and
-// the read of a batch through the primary key: never outbox_undelivered_idx, never a scan of the table. The
-// gauges, which read the schema's row-state views, are served by the
-// partial indexes (outbox_undelivered_idx, outbox_failed_idx) once the statistics are current (with stale
-// statistics that say every row is pending, the planner counts them with
-// one scan of the table per sample).
+// the read of a batch through the primary key: never
+// outbox_undelivered_idx, never a scan of the table. The gauges, which
+// read the schema's row-state views, are served by the partial indexes
+// (outbox_undelivered_idx, outbox_failed_idx) once the statistics are
+// current (with stale statistics that say every row is pending, the
+// planner counts them with one scan of the table per sample).
 func TestPlans(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -31,10 +32,7 @@ func TestPlans(t *testing.T) {
 
 	// The rows are in the current partition; the others are empty (a
 	// scan of an empty partition costs nothing and reads nothing).
-	var current string
-	if err := pool.QueryRow(ctx, `SELECT partition::text FROM outbox_partitions WHERE now() >= from_time AND now() < to_time`).Scan(&current); err != nil {
-		t.Fatal(err)
-	}
+	current := currentPartition(ctx, t, pool)
 	noScan := []string{"Seq Scan on " + current + " ", "undelivered_idx", "->  Sort "}
 	t.Run("AdmitWithStaleStatistics", func(t *testing.T) {
 		// As the feeder runs it (nosort): a Merge Append of the
@@ -85,10 +83,7 @@ func TestPlansAfterAnalyzeOfUnnumberedRows(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	var current string
-	if err := pool.QueryRow(ctx, `SELECT partition::text FROM outbox_partitions WHERE now() >= from_time AND now() < to_time`).Scan(&current); err != nil {
-		t.Fatal(err)
-	}
+	current := currentPartition(ctx, t, pool)
 	keys := []any{[]string{"acme", "acme"}, []string{"a1", "a2"}, []string{"", ""}, false}
 	checkPlan(t, pool, successorSQL, keys, []string{current + "_key_idx"}, []string{"_commit_seq_idx", "Seq Scan on " + current + " "})
 	checkPlan(t, pool, claimSuccessorsIntoSQL, append(keys, int64(7)), []string{current + "_key_idx"}, []string{"_commit_seq_idx", "Seq Scan on " + current + " "})
@@ -96,6 +91,17 @@ func TestPlansAfterAnalyzeOfUnnumberedRows(t *testing.T) {
 	checkPlan(t, pool, readSQL, []any{[]int64{100, 200}, int64(7), true, false, false, lo, hi},
 		[]string{current + "_pkey", current + "_key_idx"}, []string{"Seq Scan on " + current + " "})
 	checkPlanText(t, explainAdmit(ctx, t, pool, 100), []string{current + "_commit_seq_idx", current + "_key_idx"}, []string{"Seq Scan on " + current + " "})
+}
+
+// currentPartition is the name of the outbox partition rows inserted now
+// go to.
+func currentPartition(ctx context.Context, t *testing.T, pool *pgxpool.Pool) string {
+	t.Helper()
+	var current string
+	if err := pool.QueryRow(ctx, `SELECT partition::text FROM outbox_partitions WHERE now() >= from_time AND now() < to_time`).Scan(&current); err != nil {
+		t.Fatal(err)
+	}
+	return current
 }
 
 // explainAdmit returns the plan of admission's read of the rows numbered

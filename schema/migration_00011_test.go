@@ -17,6 +17,26 @@ import (
 const insertTyped = `INSERT INTO outbox (app_id, event_type, data)
                      VALUES ('acme', $1, '{"entity_id": "c1", "asset_id": "a1"}')`
 
+// refused fails the test unless err is PostgreSQL's refusal with SQLSTATE
+// code and constraint (either left empty: any).
+func refused(t *testing.T, err error, code, constraint string) {
+	t.Helper()
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || (code != "" && pgErr.Code != code) || (constraint != "" && pgErr.ConstraintName != constraint) {
+		t.Fatalf("err = %v, want a refusal with SQLSTATE %q, constraint %q", err, code, constraint)
+	}
+}
+
+// outboxForeignKeys counts the foreign keys of the outbox table.
+func outboxForeignKeys(ctx context.Context, t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_constraint WHERE conrelid = 'outbox'::regclass AND contype = 'f'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // TestEventTypeGuard covers what the outbox's foreign key to the catalog
 // did, now that a trigger on the catalog does it: a type rows name cannot
 // be deleted, renamed or truncated away; a type no row names can; and an
@@ -27,20 +47,12 @@ func TestEventTypeGuard(t *testing.T) {
 
 	inUse := func(t *testing.T, err error) {
 		t.Helper()
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != "23503" || pgErr.ConstraintName != "event_type_in_use" {
-			t.Fatalf("err = %v, want foreign_key_violation (23503) on event_type_in_use", err)
-		}
+		refused(t, err, "23503", "event_type_in_use")
 	}
 
 	t.Run("NoForeignKeyOnTheOutbox", func(t *testing.T) {
 		t.Parallel()
-		pool := pgtest.Pool(t)
-		var n int
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_constraint WHERE conrelid = 'outbox'::regclass AND contype = 'f'`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n != 0 {
+		if n := outboxForeignKeys(ctx, t, pgtest.Pool(t)); n != 0 {
 			t.Fatalf("the outbox has %d foreign keys, want 0 (each producer would lock a catalog row)", n)
 		}
 	})
@@ -49,10 +61,7 @@ func TestEventTypeGuard(t *testing.T) {
 		t.Parallel()
 		pool := pgtest.Pool(t)
 		_, err := pool.Exec(ctx, insertTyped, "cut.exploded")
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.ConstraintName != "event_type_known" {
-			t.Fatalf("err = %v, want the event_type_known refusal", err)
-		}
+		refused(t, err, "", "event_type_known")
 	})
 
 	t.Run("TypeInUse", func(t *testing.T) {
@@ -134,10 +143,7 @@ func TestEventTypeGuard(t *testing.T) {
 		if err := tx.Commit(ctx); err != nil {
 			t.Fatal(err)
 		}
-		var pgErr *pgconn.PgError
-		if err := <-done; !errors.As(err, &pgErr) || pgErr.ConstraintName != "event_type_known" {
-			t.Fatalf("insert after the delete committed: err = %v, want the event_type_known refusal", err)
-		}
+		refused(t, <-done, "", "event_type_known") // the insert, once the delete committed
 	})
 }
 
@@ -179,14 +185,7 @@ func TestMigration00011(t *testing.T) {
 	if _, err := pool.Exec(ctx, insertTyped, "cut.failed"); err != nil {
 		t.Fatal(err)
 	}
-	keys := func() int {
-		t.Helper()
-		var n int
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_constraint WHERE conrelid = 'outbox'::regclass AND contype = 'f'`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	keys := func() int { t.Helper(); return outboxForeignKeys(ctx, t, pool) }
 	if n := keys(); n != 1 {
 		t.Fatalf("foreign keys at 10: %d, want 1", n)
 	}
@@ -196,10 +195,8 @@ func TestMigration00011(t *testing.T) {
 	if n := keys(); n != 0 {
 		t.Fatalf("foreign keys at 11: %d, want 0", n)
 	}
-	var pgErr *pgconn.PgError
-	if _, err := pool.Exec(ctx, `DELETE FROM outbox_event_type WHERE name = 'cut.failed'`); !errors.As(err, &pgErr) || pgErr.ConstraintName != "event_type_in_use" {
-		t.Fatalf("delete of a type in use at 11: err = %v, want event_type_in_use", err)
-	}
+	_, err := pool.Exec(ctx, `DELETE FROM outbox_event_type WHERE name = 'cut.failed'`)
+	refused(t, err, "", "event_type_in_use") // at 11
 
 	if _, err := provider.DownTo(ctx, 10); err != nil {
 		t.Fatalf("down to 10: %v", err)
@@ -207,9 +204,8 @@ func TestMigration00011(t *testing.T) {
 	if n := keys(); n != 1 {
 		t.Fatalf("foreign keys after down: %d, want 1", n)
 	}
-	if _, err := pool.Exec(ctx, `DELETE FROM outbox_event_type WHERE name = 'cut.failed'`); !errors.As(err, &pgErr) || pgErr.Code != "23503" {
-		t.Fatalf("delete of a type in use after down: err = %v, want the key's 23503", err)
-	}
+	_, err = pool.Exec(ctx, `DELETE FROM outbox_event_type WHERE name = 'cut.failed'`)
+	refused(t, err, "23503", "") // after down: the key's refusal
 	if _, err := provider.Up(ctx); err != nil {
 		t.Fatalf("up again: %v", err)
 	}
