@@ -2,8 +2,11 @@ package dispatch
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
+
+	"github.com/riverqueue/river"
 )
 
 // Handing rows to a batch job that waits for work.
@@ -12,10 +15,11 @@ import (
 // to go on with does not return at once while it is young (the window in
 // which it keeps its keys' next rows, JobTimeout/3): it waits up to
 // Linger, open to new rows. Admission hands the heads it finds to such a
-// job with one statement, setClaimedSQL with the job's id, in place of a
-// transaction that inserts a River job which River's producer must then
-// notice, fetch and complete: fewer round trips per row, and no wait for
-// River's fetch loop between a row's commit and its send.
+// job with one statement, handOffSQL, which claims them for the job and
+// reads them for it, in place of a transaction that inserts a River job
+// which River's producer must then notice, fetch and complete, and which
+// then reads its rows: fewer round trips per row, and no wait for River's
+// fetch loop between a row's commit and its send.
 //
 // Rows handed to a job are owned exactly like the next rows of its keys
 // that its own outcome transaction claims into it (keep): by job_id, and
@@ -39,8 +43,30 @@ const maxOpenJobs = 4
 // after taking the job.
 type openJob struct {
 	id   int64
-	rows chan []claimed
+	rows chan handed
 }
+
+// handed is what admission gives a waiting job: the rows it claimed for
+// the job, as handOffSQL read them, or, when that statement failed, the
+// rows it may have claimed (maybe), which the job reads itself: it reads
+// only those it owns. Empty when none came.
+type handed struct {
+	rows  []*batchRow
+	maybe []claimed
+}
+
+func (h handed) empty() bool { return len(h.rows) == 0 && len(h.maybe) == 0 }
+
+// handOffSQL claims rows for a waiting job ($2), guarded as setClaimedSQL
+// is (a row another claim took stays with it), and returns what the job
+// reads of them (readSQL's columns and head test), so the job need not
+// read them again. $6 and $7 are the rows' partSpan.
+const handOffSQL = `
+UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = $2
+ WHERE o.id = ANY ($1::bigint[]) AND o.partition_at >= $6 AND o.partition_at <= $7 AND o.partition_at <= ` + notAhead + `
+   AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2
+RETURNING ` + rowColumns + `,
+       ` + headTest
 
 // add makes j open, unless enough jobs wait already or the relay stops.
 func (h *handoffs) add(j *openJob) bool {
@@ -85,22 +111,21 @@ func (h *handoffs) close() {
 	defer h.mu.Unlock()
 	h.closed = true
 	for _, j := range h.open {
-		j.rows <- nil
+		j.rows <- handed{}
 	}
 	h.open = nil
 }
 
 // linger waits, for a job that has nothing left, up to Linger (and no
-// later than until) for rows handed to it by admission, and returns them:
-// nil when none came.
-func (r *Relay) linger(ctx context.Context, jobID int64, until time.Time) []claimed {
+// later than until) for rows handed to it by admission, and returns them.
+func (r *Relay) linger(ctx context.Context, jobID int64, until time.Time) handed {
 	wait := min(r.cfg.Linger, time.Until(until))
 	if wait <= 0 || r.stopping.Load() {
-		return nil
+		return handed{}
 	}
-	j := &openJob{id: jobID, rows: make(chan []claimed, 1)}
+	j := &openJob{id: jobID, rows: make(chan handed, 1)}
 	if !r.handoffs.add(j) {
-		return nil
+		return handed{}
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -111,35 +136,57 @@ func (r *Relay) linger(ctx context.Context, jobID int64, until time.Time) []clai
 	case <-ctx.Done():
 	}
 	if r.handoffs.remove(j) {
-		return nil
+		return handed{}
 	}
-	// Admission took the job as the wait ended: its rows (or nil) follow
+	// Admission took the job as the wait ended: its rows (or none) follow
 	// at once, and must not be left behind.
 	return <-j.rows
 }
 
+// takeHanded returns the handed rows the job sends: the heads of their
+// keys (keepHeads), read by the hand-off or, when it failed, now. It holds
+// a writer slot (asWriter) while it reads or hands rows back.
+func (r *Relay) takeHanded(ctx context.Context, job *river.Job[BatchArgs], h handed) (rows []*batchRow, err error) {
+	if len(h.maybe) > 0 {
+		return r.readBatch(ctx, job, idsOf(h.maybe), spanOf(h.maybe))
+	}
+	for _, row := range h.rows {
+		if !row.head {
+			err = r.asWriter(ctx, func() error {
+				rows, err = r.keepHeads(ctx, job, h.rows)
+				return err
+			})
+			return rows, err
+		}
+	}
+	return h.rows, nil
+}
+
 // handOff gives heads, up to BatchSize of them, to a job waiting for rows,
 // if one is, and returns the rest, to be claimed into new jobs. The job
-// is given the rows whatever the claim's result: it reads only those it
-// owns (job_id), so rows the statement did not claim (an error, or another
-// claim was first) are left alone, and rows it did claim are never left
-// with a job that has returned. Rows it may not have claimed also go back
-// to the caller, whose claim is guarded the same way.
+// is given an answer whatever the claim's result: the rows the statement
+// claimed and read, or, when it failed, every row it may have claimed, of
+// which the job reads only those it owns (job_id). So rows another claim
+// took are left alone, and rows this one took are never left with a job
+// that has returned. Rows it may not have claimed also go back to the
+// caller, whose claim is guarded the same way.
 func (r *Relay) handOff(ctx context.Context, heads []claimed) ([]claimed, error) {
 	j := r.handoffs.take()
 	if j == nil {
 		return heads, nil
 	}
 	part := heads[:min(len(heads), r.cfg.BatchSize)]
-	jobIDs := make([]int64, len(part))
-	for i := range jobIDs {
-		jobIDs[i] = j.id
-	}
 	lo, hi := spanOf(part).bounds()
-	_, err := r.pool.Exec(ctx, setClaimedSQL, idsOf(part), jobIDs, lo, hi)
-	j.rows <- part
-	if err != nil {
-		return heads, err
+	ordered, byEntity := r.cfg.Ordering != OrderOff, r.cfg.Ordering == OrderByEntity
+	res, err := r.pool.Query(ctx, handOffSQL, idsOf(part), j.id, ordered, r.cfg.BlockOnFailure, byEntity, lo, hi)
+	var rows []*batchRow
+	if err == nil {
+		rows, err = scanBatchRows(res)
 	}
+	if err != nil {
+		j.rows <- handed{maybe: part}
+		return heads, fmt.Errorf("hand rows to waiting batch job %d: %w", j.id, err)
+	}
+	j.rows <- handed{rows: rows}
 	return heads[len(part):], nil
 }

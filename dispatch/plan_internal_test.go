@@ -44,6 +44,11 @@ func TestPlans(t *testing.T) {
 		checkPlan(t, pool, readSQL, []any{[]int64{100, 200}, int64(7), true, false, false, lo, hi},
 			[]string{current + "_pkey", current + "_key_idx"}, noScan[:2])
 	})
+	t.Run("HandOffWithStaleStatistics", func(t *testing.T) {
+		lo, hi := openSpan().bounds()
+		checkPlan(t, pool, handOffSQL, []any{[]int64{100, 200}, int64(7), true, false, false, lo, hi},
+			[]string{current + "_pkey", current + "_key_idx"}, noScan[:2])
+	})
 	t.Run("SuccessorWithStaleStatistics", func(t *testing.T) {
 		// One probe of the key index per key.
 		checkPlan(t, pool, successorSQL, []any{[]string{"acme", "acme"}, []string{"a1", "a2"}, []string{"", ""}, false},
@@ -89,6 +94,8 @@ func TestPlansAfterAnalyzeOfUnnumberedRows(t *testing.T) {
 	checkPlan(t, pool, claimSuccessorsIntoSQL, append(keys, int64(7)), []string{current + "_key_idx"}, []string{"_commit_seq_idx", "Seq Scan on " + current + " "})
 	lo, hi := openSpan().bounds()
 	checkPlan(t, pool, readSQL, []any{[]int64{100, 200}, int64(7), true, false, false, lo, hi},
+		[]string{current + "_pkey", current + "_key_idx"}, []string{"Seq Scan on " + current + " "})
+	checkPlan(t, pool, handOffSQL, []any{[]int64{100, 200}, int64(7), true, false, false, lo, hi},
 		[]string{current + "_pkey", current + "_key_idx"}, []string{"Seq Scan on " + current + " "})
 	checkPlanText(t, explainAdmit(ctx, t, pool, 100), []string{current + "_commit_seq_idx", current + "_key_idx"}, []string{"Seq Scan on " + current + " "})
 }
@@ -198,6 +205,7 @@ func TestIDLookupsPrune(t *testing.T) {
 				[]bool{true, true}, []time.Time{time.Now(), time.Now()}, []int64{0, 0}, int64(7), lo, hi}
 		}},
 		{"setClaimed", setClaimedSQL, func(lo, hi pgtype.Timestamptz) []any { return []any{idList, []int64{7, 7}, lo, hi} }},
+		{"handOff", handOffSQL, func(lo, hi pgtype.Timestamptz) []any { return []any{idList, int64(7), true, false, false, lo, hi} }},
 		{"demote", demoteSQL, func(lo, hi pgtype.Timestamptz) []any { return []any{idList, int64(7), false, false, lo, hi} }},
 	}
 	for _, st := range statements {

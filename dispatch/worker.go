@@ -16,22 +16,31 @@ import (
 	"github.com/mediaplatform/relay/internal/msgkey"
 )
 
-// readSQL reads the rows a batch job still owns: its own job_id, neither
-// delivered nor failed. head says no earlier row of the key is undelivered
-// (always true with ordering off); the claim checked it, and it is checked
-// again here because a replay may have put an earlier row back since.
-// $6 and $7 are the rows' partSpan.
-const readSQL = `
-SELECT o.id, o.partition_at, o.created_at, o.resends, o.app_id, o.event_type, o.data::text, o.attempts,
+// rowColumns are what a batch job reads of each row it sends, in the
+// order of batchRow.scanDest.
+const rowColumns = `o.id, o.partition_at, o.created_at, o.resends, o.app_id, o.event_type, o.data::text, o.attempts,
        greatest(o.created_at, o.replayed_at), o.first_attempt_at,
-       o.data ->> 'asset_id', o.data ->> 'entity_id',
-       NOT $3::boolean OR NOT EXISTS (
+       o.data ->> 'asset_id', o.data ->> 'entity_id'`
+
+// headTest says row o is the head of its key: no earlier row of the key
+// is undelivered (nor failed, under $4, BlockOnFailure); always true with
+// ordering off ($3 false). $5: ordering by entity.
+const headTest = `NOT $3::boolean OR NOT EXISTS (
            SELECT 1 FROM outbox e
             WHERE e.app_id = o.app_id AND (e.data ->> 'asset_id') = (o.data ->> 'asset_id')
               AND e.commit_seq < o.commit_seq AND e.partition_at <= ` + notAhead + `
               AND e.delivered_at IS NULL
               AND ($4::boolean OR num_nulls(e.failed_at) = 1)
-              AND (NOT $5::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id'))
+              AND (NOT $5::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id'))`
+
+// readSQL reads the rows a batch job still owns: its own job_id, neither
+// delivered nor failed, and whether each is the head of its key
+// (headTest): the claim checked it, and it is checked again here because
+// a replay may have put an earlier row back since. $6 and $7 are the
+// rows' partSpan.
+const readSQL = `
+SELECT ` + rowColumns + `,
+       ` + headTest + `
   FROM outbox o
  WHERE o.id = ANY ($1::bigint[]) AND o.partition_at >= $6 AND o.partition_at <= $7 AND o.partition_at <= ` + notAhead + `
    AND o.job_id = $2 AND num_nulls(o.delivered_at, o.failed_at) = 2
@@ -187,11 +196,11 @@ func (w *batchWorker) Work(ctx context.Context, job *river.Job[BatchArgs]) error
 			// Nothing left: wait a moment for admission to hand over
 			// new rows (handoff.go), in any partition: the span is
 			// theirs.
-			handed := r.linger(sendCtx, job.ID, start.Add(r.cfg.JobTimeout/3))
-			if len(handed) == 0 {
+			h := r.linger(sendCtx, job.ID, start.Add(r.cfg.JobTimeout/3))
+			if h.empty() {
 				return nil
 			}
-			if next, err = r.readBatch(ctx, job, idsOf(handed), spanOf(handed)); err != nil {
+			if next, err = r.takeHanded(ctx, job, h); err != nil {
 				return err
 			}
 		}
@@ -260,35 +269,53 @@ func (r *Relay) readRows(ctx context.Context, job *river.Job[BatchArgs], ids []i
 	if err != nil {
 		return nil, fmt.Errorf("read rows of batch job %d: %w", job.ID, err)
 	}
-	var rows []*batchRow
-	var behind []claimed
-	var b batchRow
-	_, err = pgx.ForEachRow(res, append(b.scanDest(), &b.head), func() error {
-		row := b
-		if row.head {
-			rows = append(rows, &row)
-		} else {
-			behind = append(behind, claimed{row.id, row.at})
-		}
-		return nil
-	})
+	rows, err := scanBatchRows(res)
 	if err != nil {
 		return nil, fmt.Errorf("read rows of batch job %d: %w", job.ID, err)
 	}
-	if len(behind) > 0 {
-		heads, err := r.demote(ctx, job.ID, idsOf(behind), spanOf(behind))
+	return r.keepHeads(ctx, job, rows)
+}
+
+// scanBatchRows reads rows of rowColumns and headTest.
+func scanBatchRows(res pgx.Rows) ([]*batchRow, error) {
+	var rows []*batchRow
+	var b batchRow
+	_, err := pgx.ForEachRow(res, append(b.scanDest(), &b.head), func() error {
+		row := b
+		rows = append(rows, &row)
+		return nil
+	})
+	return rows, err
+}
+
+// keepHeads returns the rows that are heads of their key and hands the
+// others back to waiting (demote), but those whose predecessor ended
+// meanwhile, which it reads and keeps.
+func (r *Relay) keepHeads(ctx context.Context, job *river.Job[BatchArgs], rows []*batchRow) ([]*batchRow, error) {
+	var heads []*batchRow
+	var behind []claimed
+	for _, row := range rows {
+		if row.head {
+			heads = append(heads, row)
+		} else {
+			behind = append(behind, claimed{row.id, row.at})
+		}
+	}
+	if len(behind) == 0 {
+		return heads, nil
+	}
+	after, err := r.demote(ctx, job.ID, idsOf(behind), spanOf(behind))
+	if err != nil {
+		return nil, err
+	}
+	if len(after) > 0 {
+		more, err := r.readRows(ctx, job, idsOf(after), spanOf(after))
 		if err != nil {
 			return nil, err
 		}
-		if len(heads) > 0 {
-			more, err := r.readRows(ctx, job, idsOf(heads), spanOf(heads))
-			if err != nil {
-				return nil, err
-			}
-			rows = append(rows, more...)
-		}
+		heads = append(heads, more...)
 	}
-	return rows, nil
+	return heads, nil
 }
 
 // attempt sends one row and classifies the answer.

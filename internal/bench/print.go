@@ -67,6 +67,9 @@ func (r *report) printTable(out io.Writer) {
 			l.Rows, l.TargetRate, l.AchievedRate, l.Conns, l.Ordering)
 		fmt.Fprintf(out, "   commit -> Svix: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms, mean %.1f ms; %d of %d delivered\n",
 			l.P50MS, l.P95MS, l.P99MS, l.MaxMS, l.MeanMS, l.Delivered, l.Rows)
+		for _, st := range l.Stages {
+			fmt.Fprintf(out, "     %s: p50 %.1f ms, p99 %.1f ms\n", st.Stage, st.P50MS, st.P99MS)
+		}
 		fmt.Fprintf(out, "   relay CPU %.0f µs/row; relay logged %d warnings, %d errors\n", l.RelayCPUPer1k*1000, l.RelayWarnings, l.RelayErrors)
 		r.printUsage(out, &l.Usage, 1, l.RelayPeakHeapMiB, l.LoadAtStart)
 		printStatements(out, l.Sequencer, l.Statements, 1)

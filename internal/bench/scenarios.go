@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
@@ -120,6 +121,9 @@ type LatencyResult struct {
 	P99MS        float64 `json:"p99_ms"`
 	MaxMS        float64 `json:"max_ms"`
 	MeanMS       float64 `json:"mean_ms"`
+	// Stages splits commit -> Svix at the row's claim (its enqueued_at,
+	// the database's clock): commit -> claimed, claimed -> Svix.
+	Stages []LatencyStage `json:"stages,omitempty"`
 	Usage
 	LoadAtStart      string  `json:"load_average_1m_at_start,omitempty"`
 	RelayPeakHeapMiB float64 `json:"relay_peak_heap_mib,omitempty"`
@@ -358,6 +362,9 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 		res.P50MS, res.P95MS, res.P99MS = ms(pct(lat, 0.50)), ms(pct(lat, 0.95)), ms(pct(lat, 0.99))
 		res.MaxMS, res.MeanMS = ms(lat[len(lat)-1]), ms(sum/time.Duration(len(lat)))
 	}
+	if res.Stages, err = latencyStages(ctx, run.sch.pool, dels, commits); err != nil {
+		return res, fmt.Errorf("latency: %w", err)
+	}
 	if err := run.proc.Stop(30 * time.Second); err != nil {
 		b.logf("latency: %v", err)
 	}
@@ -479,4 +486,52 @@ func sanitize(s string) string {
 		}
 	}
 	return string(out)
+}
+
+// LatencyStage is one stage of the latency scenario's commit -> Svix.
+type LatencyStage struct {
+	Stage string  `json:"stage"`
+	P50MS float64 `json:"p50_ms"`
+	P99MS float64 `json:"p99_ms"`
+}
+
+// latencyStages splits each delivered row's commit -> Svix at its claim:
+// the row's enqueued_at (when admission or its predecessor's outcome handed
+// it to a job). The bench, PostgreSQL and the fake share one clock.
+func latencyStages(ctx context.Context, pool *pgxpool.Pool, dels []delivery, commits []time.Time) ([]LatencyStage, error) {
+	rows, err := pool.Query(ctx, `SELECT substring(data ->> 'entity_id' from '-([0-9]+)$')::int, enqueued_at FROM outbox
+		WHERE enqueued_at IS NOT NULL AND data ->> 'entity_id' LIKE 'ent-%'`)
+	if err != nil {
+		return nil, fmt.Errorf("read claim times: %w", err)
+	}
+	claimedAt := make(map[int]time.Time, len(commits))
+	var row int
+	var at time.Time
+	if _, err := pgx.ForEachRow(rows, []any{&row, &at}, func() error {
+		claimedAt[row] = at
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read claim times: %w", err)
+	}
+	var toClaim, toSvix []time.Duration
+	for _, d := range dels {
+		c, ok := claimedAt[d.row]
+		if d.row < 0 || d.row >= len(commits) || commits[d.row].IsZero() || !ok {
+			continue
+		}
+		toClaim = append(toClaim, c.Sub(commits[d.row]))
+		toSvix = append(toSvix, time.UnixMicro(d.atUS).Sub(c))
+	}
+	if len(toClaim) == 0 {
+		return nil, nil
+	}
+	out := make([]LatencyStage, 0, 2)
+	for _, s := range []struct {
+		name string
+		v    []time.Duration
+	}{{"commit -> claimed", toClaim}, {"claimed -> Svix", toSvix}} {
+		slices.Sort(s.v)
+		out = append(out, LatencyStage{Stage: s.name, P50MS: ms(pct(s.v, 0.50)), P99MS: ms(pct(s.v, 0.99))})
+	}
+	return out, nil
 }
