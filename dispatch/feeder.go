@@ -75,13 +75,38 @@ SELECT c.id, c.commit_seq, c.partition_at,
               AND e.commit_seq < c.commit_seq AND e.partition_at <= ` + notAhead + `
               AND e.delivered_at IS NULL
               AND ($4::boolean OR num_nulls(e.failed_at) = 1)
-              AND (NOT $5::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id')))
+              AND (NOT $5::boolean OR e.data ->> 'entity_id' = c.data ->> 'entity_id'))) AS head
   FROM (SELECT o.id, o.commit_seq, o.partition_at, o.app_id, o.data, o.enqueued_at, o.delivered_at, o.failed_at
           FROM outbox o
          WHERE o.commit_seq > $1 AND o.commit_seq <= ` + sequencer.NumberedThroughSQL + `
            AND o.partition_at <= ` + notAhead + `
          ORDER BY o.commit_seq
          LIMIT $2) c`
+
+// admitIntoSQL is admitSQL claiming up to $6 of the heads it finds into
+// the waiting batch job $7 (handoff.go) in the same statement, guarded as
+// setClaimedSQL is. It returns the rows claimed, with what the job reads
+// of them (claimed true, then rowColumns: each is the head of its key as
+// of this statement, which found it as such), and every row admission
+// looked at (claimed false: id, partition_at and, after placeholders,
+// commit_seq and head), so the watermark moves as admitSQL's does and the
+// heads left over go to new jobs.
+const admitIntoSQL = `
+WITH a AS MATERIALIZED (` + admitSQL + `
+), h AS (
+    SELECT id, partition_at FROM a WHERE a.head LIMIT $6
+), u (id, partition_at, created_at, resends, app_id, event_type, data, attempts, since, first_attempt_at, asset_id, entity_id) AS (
+    UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = $7
+      FROM h
+     WHERE o.id = h.id AND o.partition_at = h.partition_at AND o.partition_at <= ` + notAhead + `
+       AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2
+    RETURNING ` + rowColumns + `
+)
+SELECT true, u.*, 0::bigint, true FROM u
+UNION ALL
+SELECT false, a.id, a.partition_at, 'epoch'::timestamptz, 0, '', '', '', 0, 'epoch'::timestamptz, NULL::timestamptz, '', '',
+       a.commit_seq, a.head
+  FROM a`
 
 // rescanSQL is admitSQL over every waiting row, whatever its number: rows
 // handed back (a replay, a job that vanished) sit below the watermark. It
@@ -331,6 +356,8 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("rescan waiting outbox rows: %w", err)
 		}
+	} else if j := r.handoffs.take(); j != nil {
+		return f.admitInto(ctx, j)
 	} else {
 		var id, seq int64
 		var at pgtype.Timestamptz
@@ -363,6 +390,70 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 	} else {
 		f.watermark = high
 	}
+	return seen, nil
+}
+
+// admitInto is admit's step after the watermark when job j waits for rows:
+// one statement (admitIntoSQL) finds the heads, claims up to BatchSize of
+// them into j and returns them read, which j is given; the other heads are
+// claimed into new jobs. j is always given an answer: when the statement
+// failed, to read whatever it owns; when it claimed nothing, to go on
+// waiting.
+func (f *feeder) admitInto(ctx context.Context, j *openJob) (int, error) {
+	r := f.relay
+	ordered, byEntity := r.cfg.Ordering != OrderOff, r.cfg.Ordering == OrderByEntity
+	args := []any{f.watermark, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity, r.cfg.BatchSize, j.id}
+	var (
+		given    []*batchRow
+		heads    []claimed
+		seen     int
+		high     = f.watermark
+		isClaim  bool
+		seq      int64
+		head     bool
+		b        batchRow
+		givenIDs = map[int64]bool{}
+		dest     = append(append([]any{&isClaim}, b.scanDest()...), &seq, &head)
+	)
+	err := nosort.Write(ctx, r.pool, admitIntoSQL, args, func(rows pgx.Rows) error {
+		_, err := pgx.ForEachRow(rows, dest, func() error {
+			if isClaim {
+				row := b
+				row.head = true
+				given = append(given, &row)
+				givenIDs[row.id] = true
+				return nil
+			}
+			seen++
+			high = max(high, seq)
+			if head {
+				heads = append(heads, claimed{b.id, b.at})
+			}
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		j.rows <- handed{owned: true}
+		return 0, fmt.Errorf("claim outbox rows into waiting batch job %d: %w", j.id, err)
+	}
+	if len(given) == 0 {
+		j.rows <- handed{again: true}
+	} else {
+		j.rows <- handed{rows: given}
+	}
+	rest := heads[:0]
+	for _, c := range heads {
+		if !givenIDs[c.id] {
+			rest = append(rest, c)
+		}
+	}
+	if len(rest) > 0 {
+		if err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error { return r.claim(ctx, tx, rest) }); err != nil {
+			return 0, fmt.Errorf("claim outbox rows: %w", err)
+		}
+	}
+	f.watermark = high
 	return seen, nil
 }
 

@@ -15,8 +15,9 @@ import (
 // to go on with does not return at once while it is young (the window in
 // which it keeps its keys' next rows, JobTimeout/3): it waits up to
 // Linger, open to new rows. Admission hands the heads it finds to such a
-// job with one statement, handOffSQL, which claims them for the job and
-// reads them for it, in place of a transaction that inserts a River job
+// job in one statement that claims them for the job and reads them for it
+// (admitIntoSQL, which also decides which rows are heads; handOffSQL for
+// a rescan's heads), in place of a transaction that inserts a River job
 // which River's producer must then notice, fetch and complete, and which
 // then reads its rows: fewer round trips per row, and no wait for River's
 // fetch loop between a row's commit and its send.
@@ -47,15 +48,18 @@ type openJob struct {
 }
 
 // handed is what admission gives a waiting job: the rows it claimed for
-// the job, as handOffSQL read them, or, when that statement failed, the
-// rows it may have claimed (maybe), which the job reads itself: it reads
-// only those it owns. Empty when none came.
+// the job, read by the claim, or, when the claim failed, the rows it may
+// have claimed (maybe; owned: any row), which the job reads itself: it
+// reads only those it owns. again: admission claimed nothing, and the job
+// may go on waiting. Empty when no row came.
 type handed struct {
 	rows  []*batchRow
 	maybe []claimed
+	owned bool
+	again bool
 }
 
-func (h handed) empty() bool { return len(h.rows) == 0 && len(h.maybe) == 0 }
+func (h handed) empty() bool { return len(h.rows) == 0 && len(h.maybe) == 0 && !h.owned }
 
 // handOffSQL claims rows for a waiting job ($2), guarded as setClaimedSQL
 // is (a row another claim took stays with it), and returns what the job
@@ -129,11 +133,22 @@ func (r *Relay) linger(ctx context.Context, jobID int64, until time.Time) handed
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
-	select {
-	case rows := <-j.rows:
-		return rows
-	case <-t.C:
-	case <-ctx.Done():
+wait:
+	for {
+		select {
+		case h := <-j.rows:
+			if !h.again {
+				return h
+			}
+			// Admission took the job but had nothing for it.
+			if !r.handoffs.add(j) {
+				return handed{}
+			}
+		case <-t.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	if r.handoffs.remove(j) {
 		return handed{}
@@ -147,6 +162,13 @@ func (r *Relay) linger(ctx context.Context, jobID int64, until time.Time) handed
 // keys (keepHeads), read by the hand-off or, when it failed, now. It holds
 // a writer slot (asWriter) while it reads or hands rows back.
 func (r *Relay) takeHanded(ctx context.Context, job *river.Job[BatchArgs], h handed) (rows []*batchRow, err error) {
+	if h.owned {
+		owned, err := r.ownedRows(ctx, job.ID)
+		if err != nil || len(owned) == 0 {
+			return nil, err
+		}
+		h.maybe = owned
+	}
 	if len(h.maybe) > 0 {
 		return r.readBatch(ctx, job, idsOf(h.maybe), spanOf(h.maybe))
 	}

@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/mediaplatform/relay/dispatch"
 	"github.com/mediaplatform/relay/outbox"
@@ -50,7 +53,13 @@ func TestHandOff(t *testing.T) {
 
 	t.Run("RowsGoToTheWaitingJob", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, setupOpts{config: slow})
+		// Warnings would say a hand-off failed and the job found its rows
+		// another way.
+		core, logs := observer.New(zapcore.WarnLevel)
+		b := setup(t, setupOpts{config: func(c *dispatch.Config) {
+			slow(c)
+			c.Logger = zap.New(zapcore.NewTee(c.Logger.Core(), core))
+		}})
 		relay := b.start(t)
 		first := b.emit(t, outbox.CutCompleted("acme", "c1", "a1"))
 		b.waitDelivered(t, 1)
@@ -69,6 +78,9 @@ func TestHandOff(t *testing.T) {
 		}
 		if states := jobStates(t, b); len(states) != 1 {
 			t.Errorf("river holds %d batch jobs (%v), want 1: the later rows were handed to the waiting job", len(states), states)
+		}
+		for _, e := range logs.All() {
+			t.Errorf("relay logged %s %q %v", e.Level, e.Message, e.ContextMap())
 		}
 	})
 

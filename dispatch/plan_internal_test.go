@@ -39,6 +39,11 @@ func TestPlans(t *testing.T) {
 		// partitions' commit_seq indexes, which stops after LIMIT rows.
 		checkPlanText(t, explainAdmit(ctx, t, pool, 19900), []string{"Merge Append", current + "_commit_seq_idx", current + "_key_idx"}, noScan)
 	})
+	t.Run("AdmitIntoWithStaleStatistics", func(t *testing.T) {
+		// admitSQL's plan, and each head claimed by primary key.
+		plan := explainNoSort(ctx, t, pool, "EXPLAIN", admitIntoSQL, int64(19900), 500, true, false, false, 100, int64(7))
+		checkPlanText(t, plan, []string{"Merge Append", current + "_commit_seq_idx", current + "_key_idx", current + "_pkey"}, noScan)
+	})
 	t.Run("ReadWithStaleStatistics", func(t *testing.T) {
 		lo, hi := openSpan().bounds()
 		checkPlan(t, pool, readSQL, []any{[]int64{100, 200}, int64(7), true, false, false, lo, hi},
@@ -98,6 +103,8 @@ func TestPlansAfterAnalyzeOfUnnumberedRows(t *testing.T) {
 	checkPlan(t, pool, handOffSQL, []any{[]int64{100, 200}, int64(7), true, false, false, lo, hi},
 		[]string{current + "_pkey", current + "_key_idx"}, []string{"Seq Scan on " + current + " "})
 	checkPlanText(t, explainAdmit(ctx, t, pool, 100), []string{current + "_commit_seq_idx", current + "_key_idx"}, []string{"Seq Scan on " + current + " "})
+	checkPlanText(t, explainNoSort(ctx, t, pool, "EXPLAIN", admitIntoSQL, int64(100), 500, true, false, false, 100, int64(7)),
+		[]string{current + "_commit_seq_idx", current + "_key_idx", current + "_pkey"}, []string{"Seq Scan on " + current + " "})
 }
 
 // currentPartition is the name of the outbox partition rows inserted now
@@ -115,15 +122,22 @@ func currentPartition(ctx context.Context, t *testing.T, pool *pgxpool.Pool) str
 // after watermark, as the feeder runs it (nosort, ordering on).
 func explainAdmit(ctx context.Context, t *testing.T, pool *pgxpool.Pool, watermark int64) string {
 	t.Helper()
+	return explainNoSort(ctx, t, pool, "EXPLAIN", admitSQL, watermark, 500, true, false, false)
+}
+
+// explainNoSort explains (with explain, "EXPLAIN" or "EXPLAIN (...)") sql
+// as nosort runs it, in a transaction that is rolled back.
+func explainNoSort(ctx context.Context, t *testing.T, pool *pgxpool.Pool, explain, sql string, args ...any) string {
+	t.Helper()
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck // read only
+	defer tx.Rollback(ctx) //nolint:errcheck // nothing to keep
 	if _, err := tx.Exec(ctx, nosort.SQL); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := tx.Query(ctx, "EXPLAIN "+admitSQL, watermark, 500, true, false, false)
+	rows, err := tx.Query(ctx, explain+" "+sql, args...)
 	if err != nil {
 		t.Fatal(err)
 	}

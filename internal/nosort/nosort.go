@@ -30,8 +30,18 @@ const SQL = `SET LOCAL enable_sort = off`
 // discarded by the pool on release, so no caller ever sees the setting or
 // the transaction.
 func Query(ctx context.Context, pool *pgxpool.Pool, sql string, args []any, fn func(pgx.Rows) error) error {
+	return run(ctx, pool, "BEGIN READ ONLY", sql, args, fn)
+}
+
+// Write is Query for a statement that also writes (a data-modifying WITH):
+// its transaction is read-write.
+func Write(ctx context.Context, pool *pgxpool.Pool, sql string, args []any, fn func(pgx.Rows) error) error {
+	return run(ctx, pool, "BEGIN", sql, args, fn)
+}
+
+func run(ctx context.Context, pool *pgxpool.Pool, begin, sql string, args []any, fn func(pgx.Rows) error) error {
 	b := &pgx.Batch{}
-	b.Queue("BEGIN READ ONLY")
+	b.Queue(begin)
 	b.Queue(SQL)
 	b.Queue(sql, args...).Query(fn)
 	b.Queue("COMMIT")
