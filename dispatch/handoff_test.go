@@ -84,6 +84,26 @@ func TestHandOff(t *testing.T) {
 		}
 	})
 
+	t.Run("EmptyAdmissionsKeepTheJobWaiting", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, setupOpts{config: slow})
+		relay := b.start(t)
+		first := b.emit(t, outbox.CutCompleted("acme", "c1", "a1"))
+		b.waitDelivered(t, 1)
+		waiting(t, relay)
+		// Admission runs at every poll (200 ms here) and, with a job
+		// waiting, takes it; finding no row, it gives the job back.
+		time.Sleep(5 * b.cfg.PollInterval)
+		if n := dispatch.WaitingJobs(relay); n != 1 {
+			t.Fatalf("%d jobs wait for rows after admissions that found none, want 1", n)
+		}
+		later := b.emit(t, outbox.RenderCompleted("acme", "r1", "a2"))
+		b.waitDelivered(t, 2)
+		if got, want := jobOf(t, b, later), jobOf(t, b, first); got != want {
+			t.Errorf("row %d went to job %d, want the waiting job %d", later, got, want)
+		}
+	})
+
 	t.Run("StoppingRelayEndsTheWait", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, setupOpts{config: func(c *dispatch.Config) { slow(c); c.ShutdownTimeout = 50 * time.Second }})
