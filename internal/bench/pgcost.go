@@ -64,7 +64,7 @@ const (
 )
 
 // topStatements is how many statements a drain's cost lists.
-const topStatements = 14
+const topStatements = 10
 
 // pgSnap is what PostgreSQL has counted up to a moment.
 type pgSnap struct {
