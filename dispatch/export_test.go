@@ -7,3 +7,11 @@ func WaitingJobs(r *Relay) int {
 	defer r.handoffs.mu.Unlock()
 	return len(r.handoffs.open)
 }
+
+// EmptyHandOffs returns how many times admission took a waiting job and
+// had no row for it.
+func EmptyHandOffs(r *Relay) int {
+	r.handoffs.mu.Lock()
+	defer r.handoffs.mu.Unlock()
+	return r.handoffs.empty
+}

@@ -34,6 +34,7 @@ type handoffs struct {
 	mu     sync.Mutex
 	open   []*openJob // jobs waiting for rows
 	closed bool       // the relay is stopping: no job waits any more
+	empty  int        // times admission took a waiting job and had no row for it
 }
 
 // maxOpenJobs bounds the jobs of one relay that wait for rows: each holds
@@ -76,11 +77,24 @@ RETURNING ` + rowColumns + `,
 func (h *handoffs) add(j *openJob) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.addLocked(j)
+}
+
+func (h *handoffs) addLocked(j *openJob) bool {
 	if h.closed || len(h.open) >= maxOpenJobs {
 		return false
 	}
 	h.open = append(h.open, j)
 	return true
+}
+
+// readd makes j open again after admission took it and had no row for
+// it, as add does, and counts that.
+func (h *handoffs) readd(j *openJob) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.empty++
+	return h.addLocked(j)
 }
 
 // remove closes j; false when admission took it first (its rows follow).
@@ -141,7 +155,7 @@ wait:
 				return h
 			}
 			// Admission took the job but had nothing for it.
-			if !r.handoffs.add(j) {
+			if !r.handoffs.readd(j) {
 				return handed{}
 			}
 		case <-t.C:
