@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -186,16 +187,14 @@ func (r *Relay) takeHanded(ctx context.Context, job *river.Job[BatchArgs], h han
 	if len(h.maybe) > 0 {
 		return r.readBatch(ctx, job, idsOf(h.maybe), spanOf(h.maybe))
 	}
-	for _, row := range h.rows {
-		if !row.head {
-			err = r.asWriter(ctx, func() error {
-				rows, err = r.keepHeads(ctx, job, h.rows)
-				return err
-			})
-			return rows, err
-		}
+	if !slices.ContainsFunc(h.rows, func(b *batchRow) bool { return !b.head }) {
+		return h.rows, nil
 	}
-	return h.rows, nil
+	err = r.asWriter(ctx, func() error {
+		rows, err = r.keepHeads(ctx, job, h.rows)
+		return err
+	})
+	return rows, err
 }
 
 // handOff gives heads, up to BatchSize of them, to a job waiting for rows,

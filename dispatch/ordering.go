@@ -89,7 +89,7 @@ const recheckSQL = successorSQL + `
 
 // claimSuccessorsIntoSQL is successorSQL claiming the rows it finds into
 // the running job $5 in the same statement, and returning what the job
-// sends (readSQL's columns but the head test: each row returned is the
+// sends (rowColumns, without the head test: each row returned is the
 // head of its key as of this statement, which found it as such), so the
 // job need not read them again.
 const claimSuccessorsIntoSQL = `
@@ -99,8 +99,7 @@ UPDATE outbox AS o SET enqueued_at = clock_timestamp(), job_id = $5
   FROM h
  WHERE o.id = h.id AND o.partition_at = h.partition_at AND o.partition_at <= ` + notAhead + `
    AND o.enqueued_at IS NULL AND num_nulls(o.delivered_at, o.failed_at) = 2
-RETURNING o.id, o.partition_at, o.created_at, o.resends, o.app_id, o.event_type, o.data::text, o.attempts,
-          greatest(o.created_at, o.replayed_at), o.first_attempt_at, o.data ->> 'asset_id', o.data ->> 'entity_id'`
+RETURNING ` + rowColumns
 
 // demote hands back rows behind an undelivered earlier row of their key
 // (one replayed after they were claimed) and returns those that are heads
