@@ -50,18 +50,17 @@ type openJob struct {
 }
 
 // handed is what admission gives a waiting job: the rows it claimed for
-// the job, read by the claim, or, when the claim failed, the rows it may
-// have claimed (maybe; owned: any row), which the job reads itself: it
-// reads only those it owns. again: admission claimed nothing, and the job
-// may go on waiting. Empty when no row came.
+// the job, read by the claim, or, when the claim failed (owned), nothing
+// the job can trust: it finds the rows it owns itself (the claim may have
+// committed). again: admission claimed nothing, and the job may go on
+// waiting. Empty when no row came.
 type handed struct {
 	rows  []*batchRow
-	maybe []claimed
 	owned bool
 	again bool
 }
 
-func (h handed) empty() bool { return len(h.rows) == 0 && len(h.maybe) == 0 && !h.owned }
+func (h handed) empty() bool { return len(h.rows) == 0 && !h.owned }
 
 // handOffSQL claims rows for a waiting job ($2), guarded as setClaimedSQL
 // is (a row another claim took stays with it), and returns what the job
@@ -174,18 +173,16 @@ wait:
 }
 
 // takeHanded returns the handed rows the job sends: the heads of their
-// keys (keepHeads), read by the hand-off or, when it failed, now. It holds
-// a writer slot (asWriter) while it reads or hands rows back.
+// keys (keepHeads), read by the hand-off or, when it failed, now (the rows
+// the job owns, as a rerun finds them). It holds a writer slot (asWriter)
+// while it reads or hands rows back.
 func (r *Relay) takeHanded(ctx context.Context, job *river.Job[BatchArgs], h handed) (rows []*batchRow, err error) {
 	if h.owned {
 		owned, err := r.ownedRows(ctx, job.ID)
 		if err != nil || len(owned) == 0 {
 			return nil, err
 		}
-		h.maybe = owned
-	}
-	if len(h.maybe) > 0 {
-		return r.readBatch(ctx, job, idsOf(h.maybe), spanOf(h.maybe))
+		return r.readBatch(ctx, job, idsOf(owned), spanOf(owned))
 	}
 	if !slices.ContainsFunc(h.rows, func(b *batchRow) bool { return !b.head }) {
 		return h.rows, nil
@@ -200,11 +197,10 @@ func (r *Relay) takeHanded(ctx context.Context, job *river.Job[BatchArgs], h han
 // handOff gives heads, up to BatchSize of them, to a job waiting for rows,
 // if one is, and returns the rest, to be claimed into new jobs. The job
 // is given an answer whatever the claim's result: the rows the statement
-// claimed and read, or, when it failed, every row it may have claimed, of
-// which the job reads only those it owns (job_id). So rows another claim
-// took are left alone, and rows this one took are never left with a job
-// that has returned. Rows it may not have claimed also go back to the
-// caller, whose claim is guarded the same way.
+// claimed and read, or, when it failed, word to find the rows it owns
+// (job_id). So rows another claim took are left alone, and rows this one
+// took are never left with a job that has returned. Rows it may not have
+// claimed also go back to the caller, whose claim is guarded the same way.
 func (r *Relay) handOff(ctx context.Context, heads []claimed) ([]claimed, error) {
 	j := r.handoffs.take()
 	if j == nil {
@@ -219,7 +215,7 @@ func (r *Relay) handOff(ctx context.Context, heads []claimed) ([]claimed, error)
 		rows, err = scanBatchRows(res)
 	}
 	if err != nil {
-		j.rows <- handed{maybe: part}
+		j.rows <- handed{owned: true}
 		return heads, fmt.Errorf("hand rows to waiting batch job %d: %w", j.id, err)
 	}
 	j.rows <- handed{rows: rows}

@@ -220,12 +220,22 @@ func parseDelivery(appUID string, payload []byte) (delivery, error) {
 	if err := json.Unmarshal(payload, &body); err != nil {
 		return delivery{}, fmt.Errorf("parse svix payload: %w", err)
 	}
-	j := strings.LastIndexByte(body.Data.EntityID, '-')
-	i, err := strconv.Atoi(body.Data.EntityID[j+1:])
-	if j < 0 || err != nil {
-		return delivery{}, fmt.Errorf("svix payload: entity_id %q does not name a bench row", body.Data.EntityID)
+	i, err := rowIndex(body.Data.EntityID)
+	if err != nil {
+		return delivery{}, fmt.Errorf("svix payload: %w", err)
 	}
 	return delivery{row: i, key: appUID + "/" + body.Data.AssetID, valid: true}, nil
+}
+
+// rowIndex is the index of the bench row whose data.entity_id is
+// entityID ("ent-<run>-<i>").
+func rowIndex(entityID string) (int, error) {
+	j := strings.LastIndexByte(entityID, '-')
+	i, err := strconv.Atoi(entityID[j+1:])
+	if j < 0 || err != nil {
+		return 0, fmt.Errorf("entity_id %q does not name a bench row", entityID)
+	}
+	return i, nil
 }
 
 const (

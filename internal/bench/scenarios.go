@@ -499,17 +499,17 @@ type LatencyStage struct {
 // the row's enqueued_at (when admission or its predecessor's outcome handed
 // it to a job). The bench, PostgreSQL and the fake share one clock.
 func latencyStages(ctx context.Context, pool *pgxpool.Pool, dels []delivery, commits []time.Time) ([]LatencyStage, error) {
-	rows, err := pool.Query(ctx, `SELECT substring(data ->> 'entity_id' from '-([0-9]+)$')::int, enqueued_at FROM outbox
-		WHERE enqueued_at IS NOT NULL AND data ->> 'entity_id' LIKE 'ent-%'`)
+	rows, err := pool.Query(ctx, `SELECT data ->> 'entity_id', enqueued_at FROM outbox WHERE enqueued_at IS NOT NULL`)
 	if err != nil {
 		return nil, fmt.Errorf("read claim times: %w", err)
 	}
 	claimedAt := make(map[int]time.Time, len(commits))
-	var row int
+	var entity string
 	var at time.Time
-	if _, err := pgx.ForEachRow(rows, []any{&row, &at}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&entity, &at}, func() error {
+		row, err := rowIndex(entity)
 		claimedAt[row] = at
-		return nil
+		return err
 	}); err != nil {
 		return nil, fmt.Errorf("read claim times: %w", err)
 	}
