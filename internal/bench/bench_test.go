@@ -107,10 +107,13 @@ func TestScenariosTiny(t *testing.T) {
 	if rep.River == nil || rep.River.Rows != 120 || rep.River.RowsPerSec <= 0 {
 		t.Errorf("river-noop: %+v", rep.River)
 	}
+	if sv := rep.Svix; sv == nil || sv.Rows != 120 || sv.Messages != 120 || !sv.Complete || sv.RowsPerSec <= 0 {
+		t.Errorf("svix-noop: %+v", rep.Svix)
+	}
 	wantRows := map[string]int{"next-row": 24, "realistic-1m": 240}
 	for _, name := range allScenarios {
 		switch name {
-		case "river-noop", "latency", "producers", "rate-cap", "sequencer":
+		case "river-noop", "svix-noop", "latency", "producers", "rate-cap", "sequencer":
 			continue
 		}
 		d := rep.drain(name)

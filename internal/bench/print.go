@@ -55,6 +55,17 @@ func (r *report) printTable(out io.Writer) {
 		fmt.Fprintf(out, "   %.0f jobs/s (%.2f s); bench CPU %.0f µs/job; PostgreSQL cluster CPU %s µs/job; machine busy %.0f%%\n",
 			rv.RowsPerSec, rv.Seconds, rv.BenchCPUPer1k*1000, pg, 100*rv.CPUBusy)
 	}
+	if sv := r.Svix; sv != nil {
+		fmt.Fprintf(out, "\n== svix-noop: %d sends through the relay's Svix sender to the fake Svix at 0 ms, %d in flight, no database, in the bench process\n",
+			sv.Rows, r.Settings.Concurrency)
+		fmt.Fprintf(out, "   %.0f sends/s (%.2f s); bench CPU (client and fake) %.0f µs/send; machine busy %s\n",
+			sv.RowsPerSec, sv.Seconds, sv.BenchCPUPer1k*1000, busy(sv.MachineBusy))
+		if rv := r.River; rv != nil {
+			c := ceiling(rv.RowsPerSec, sv.RowsPerSec)
+			fmt.Fprintf(out, "   ceiling: a row costing one River no-op job plus one send, nothing more, drains at most %.0f rows/s here, %.2f × River\n",
+				c, c/rv.RowsPerSec)
+		}
+	}
 	for i := range r.Drains {
 		r.printDrain(out, &r.Drains[i])
 	}
@@ -225,6 +236,13 @@ func (r *report) printSummary(out io.Writer) {
 	fmt.Fprintln(tw, "scenario\trows\trows/s\tvs River\tp50 ms\tp99 ms\tWAL B/row\tstmts/row\trelay µs/row\tpg µs/row\tHOT\tRSS MiB\tbusy\tload\t")
 	if rv := r.River; rv != nil {
 		fmt.Fprintf(tw, "river-noop\t%d\t%.0f\t1.00\t-\t-\t-\t-\t-\t-\t-\t-\t%s\t-\t\n", rv.Rows, rv.RowsPerSec, busy(rv.MachineBusy))
+	}
+	if sv := r.Svix; sv != nil {
+		vs := "-"
+		if r.River != nil && r.River.RowsPerSec > 0 {
+			vs = fmt.Sprintf("%.2f", sv.RowsPerSec/r.River.RowsPerSec)
+		}
+		fmt.Fprintf(tw, "svix-noop\t%d\t%.0f\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t%s\t-\t\n", sv.Rows, sv.RowsPerSec, vs, busy(sv.MachineBusy))
 	}
 	drains := append([]DrainResult{}, r.Drains...)
 	if r.RateCap != nil {

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mediaplatform/relay/dispatch"
+	"github.com/mediaplatform/relay/internal/relayproc"
+	"github.com/mediaplatform/relay/internal/svixfake"
+)
+
+// svixNoop sends n messages through the relay's own sender (dispatch's
+// SvixSender: the Svix Go client with the relay's transport settings) to
+// the fake Svix at 0 ms, with as many in flight as the relay's
+// concurrency, in this process and without a database: what one send per
+// row costs this machine, client and server together. Beside river-noop
+// it bounds any relay on this machine (see ceiling).
+func (b *bench) svixNoop(ctx context.Context, n int) (_ DrainResult, err error) {
+	res := DrainResult{Scenario: "svix-noop", Rows: n}
+	fake, err := b.newFake()
+	if err != nil {
+		return res, fmt.Errorf("start fake svix: %w", err)
+	}
+	defer fake.Close() //nolint:errcheck // a test server
+	sender, err := dispatch.NewSvixSender(dispatch.SvixConfig{
+		Token: svixfake.DefaultToken, ServerURL: fake.URL(), MaxConns: b.opts.concurrency,
+	})
+	if err != nil {
+		return res, fmt.Errorf("svix sender: %w", err)
+	}
+	// The rows of a realistic backlog: 8 apps, data as producers write it.
+	msgs := make([]dispatch.Message, n)
+	for i := range msgs {
+		data, err := json.Marshal(map[string]string{"entity_id": "ent_" + strconv.Itoa(i), "asset_id": "asset_" + strconv.Itoa(i/6)})
+		if err != nil {
+			return res, err
+		}
+		msgs[i] = dispatch.Message{AppID: "noop-app-" + strconv.Itoa(i%8), EventType: "asset.ready", Data: data, Key: "noop_" + strconv.Itoa(i)}
+	}
+
+	m, err := b.mark()
+	if err != nil {
+		return res, err
+	}
+	start := time.Now()
+	var next atomic.Int64
+	var failed atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	for range min(b.opts.concurrency, n) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if _, err := sender.Send(ctx, msgs[i]); err != nil {
+					failed.Add(1)
+					once.Do(func() { firstErr = err })
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if failed.Load() > 0 {
+		return res, fmt.Errorf("svix no-op: %d of %d sends failed, the first: %w", failed.Load(), n, firstErr)
+	}
+	res.Usage = b.usageSince(m, relayproc.Usage{}, n)
+	res.Seconds = elapsed.Seconds()
+	res.RowsPerSec = float64(n) / elapsed.Seconds()
+	res.Status, res.Messages = statusMap(fake), fake.MessageCount()
+	res.Delivered, res.Complete = res.Messages, res.Messages == n
+	return res, nil
+}
+
+// ceiling is the most rows/s a relay could drain on this machine if each
+// row cost what one River no-op job costs plus one send (svix-noop), and
+// nothing else: on a machine whose CPU is the limit, costs per row add, so
+// 1 / (1/river + 1/svix). A relay also numbers rows and records outcomes,
+// so it stays below this.
+func ceiling(river, svix float64) float64 {
+	if river <= 0 || svix <= 0 {
+		return 0
+	}
+	return 1 / (1/river + 1/svix)
+}
