@@ -60,10 +60,15 @@ func (r *report) printTable(out io.Writer) {
 			sv.Rows, r.Settings.Concurrency)
 		fmt.Fprintf(out, "   %.0f sends/s (%.2f s); bench CPU (client and fake) %.0f µs/send; machine busy %s\n",
 			sv.RowsPerSec, sv.Seconds, sv.BenchCPUPer1k*1000, busy(sv.MachineBusy))
-		if rv := r.River; rv != nil {
+		if rv := r.River; rv != nil && rv.RowsPerSec > 0 {
 			c := ceiling(rv.RowsPerSec, sv.RowsPerSec)
-			fmt.Fprintf(out, "   ceiling: a row costing one River no-op job plus one send, nothing more, drains at most %.0f rows/s here, %.2f × River\n",
-				c, c/rv.RowsPerSec)
+			fmt.Fprintf(out, "   ceiling: rows that each cost one River no-op job and one send drain at %.0f rows/s here, %.2f × River;", c, c/rv.RowsPerSec)
+			// At 0.5 × River a row may cost the machine 2/River; the send takes 1/svix of it.
+			if left := 2/rv.RowsPerSec - 1/sv.RowsPerSec; left > 0 {
+				fmt.Fprintf(out, " 0.50 × River leaves everything but the send %.2f of a no-op job\n", left*rv.RowsPerSec)
+			} else {
+				fmt.Fprintf(out, " sends alone are slower than 0.50 × River\n")
+			}
 		}
 	}
 	for i := range r.Drains {

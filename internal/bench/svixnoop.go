@@ -80,11 +80,12 @@ func (b *bench) svixNoop(ctx context.Context, n int) (_ DrainResult, err error) 
 	return res, nil
 }
 
-// ceiling is the most rows/s a relay could drain on this machine if each
-// row cost what one River no-op job costs plus one send (svix-noop), and
-// nothing else: on a machine whose CPU is the limit, costs per row add, so
-// 1 / (1/river + 1/svix). A relay also numbers rows and records outcomes,
-// so it stays below this.
+// ceiling is the rate of rows that each cost this machine one River no-op
+// job (river, jobs/s) and one send (svix, sends/s): where the CPU is the
+// limit, costs per row add, so 1 / (1/river + 1/svix). The relay's work
+// around a send (numbering, claiming, recording, its own bookkeeping) is
+// not a River job, but at least as much database work: each row gets
+// three new versions where a no-op job gets two.
 func ceiling(river, svix float64) float64 {
 	if river <= 0 || svix <= 0 {
 		return 0
