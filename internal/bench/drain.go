@@ -88,6 +88,9 @@ func (b *bench) drain(ctx context.Context, spec drainSpec) (_ DrainResult, err e
 			return res, err
 		}
 	}
+	if err := b.prunePast(ctx, run.sch); err != nil {
+		return res, err
+	}
 	if !spec.analyze {
 		if _, err := run.sch.pool.Exec(ctx, noAnalyzeSQL); err != nil {
 			return res, fmt.Errorf("keep autoanalyze off outbox: %w", err)

@@ -119,6 +119,9 @@ func (b *bench) producers(ctx context.Context) (_ ProducersResult, err error) {
 	if run.sch, err = b.newSchema(ctx, "bench_producers", 2); err != nil {
 		return res, err
 	}
+	if err := b.prunePast(ctx, run.sch); err != nil {
+		return res, err
+	}
 	cfg, err := pgxpool.ParseConfig(run.sch.url)
 	if err != nil {
 		return res, fmt.Errorf("parse database URL: %w", err)

@@ -265,6 +265,9 @@ func (b *bench) latency(ctx context.Context) (_ LatencyResult, err error) {
 	if run.sch, err = b.newSchema(ctx, "bench_latency", int32(o.latencyConns)+2); err != nil {
 		return res, err
 	}
+	if err := b.prunePast(ctx, run.sch); err != nil {
+		return res, err
+	}
 	if run.fake, err = b.newFake(); err != nil {
 		return res, err
 	}
