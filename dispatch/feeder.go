@@ -331,7 +331,7 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 
-	ordered, byEntity := r.cfg.Ordering != OrderOff, r.cfg.Ordering == OrderByEntity
+	ordered, block, byEntity := r.headFlags()
 	var heads []claimed
 	seen := 0
 	high := f.watermark
@@ -342,7 +342,7 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 		var created time.Time
 		var at pgtype.Timestamptz
 		var head bool
-		err := r.readSorted(ctx, rescanSQL, []any{page.after, page.seen, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity}, []any{&id, &created, &at, &head}, func() error {
+		err := r.readSorted(ctx, rescanSQL, []any{page.after, page.seen, r.cfg.ClaimBatch, ordered, block, byEntity}, []any{&id, &created, &at, &head}, func() error {
 			seen++
 			if !created.Equal(next.after) {
 				next.after, next.seen = created, next.seen[:0:0]
@@ -362,7 +362,7 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 		var id, seq int64
 		var at pgtype.Timestamptz
 		var head bool
-		err := r.readSorted(ctx, admitSQL, []any{f.watermark, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity}, []any{&id, &seq, &at, &head}, func() error {
+		err := r.readSorted(ctx, admitSQL, []any{f.watermark, r.cfg.ClaimBatch, ordered, block, byEntity}, []any{&id, &seq, &at, &head}, func() error {
 			seen++
 			high = max(high, seq)
 			if head {
@@ -381,7 +381,7 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 		}
 	}
 	if len(heads) > 0 {
-		if err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error { return r.claim(ctx, tx, heads) }); err != nil {
+		if err := r.claimNew(ctx, heads); err != nil {
 			return 0, fmt.Errorf("claim outbox rows: %w", err)
 		}
 	}
@@ -401,8 +401,8 @@ func (f *feeder) admit(ctx context.Context, page *rescanPage) (int, error) {
 // waiting.
 func (f *feeder) admitInto(ctx context.Context, j *openJob) (int, error) {
 	r := f.relay
-	ordered, byEntity := r.cfg.Ordering != OrderOff, r.cfg.Ordering == OrderByEntity
-	args := []any{f.watermark, r.cfg.ClaimBatch, ordered, r.cfg.BlockOnFailure, byEntity, r.cfg.BatchSize, j.id}
+	ordered, block, byEntity := r.headFlags()
+	args := []any{f.watermark, r.cfg.ClaimBatch, ordered, block, byEntity, r.cfg.BatchSize, j.id}
 	var (
 		given    []*batchRow
 		heads    []claimed
@@ -449,7 +449,7 @@ func (f *feeder) admitInto(ctx context.Context, j *openJob) (int, error) {
 		}
 	}
 	if len(rest) > 0 {
-		if err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error { return r.claim(ctx, tx, rest) }); err != nil {
+		if err := r.claimNew(ctx, rest); err != nil {
 			return 0, fmt.Errorf("claim outbox rows: %w", err)
 		}
 	}
@@ -465,6 +465,11 @@ func (f *feeder) admitInto(ctx context.Context, j *openJob) (int, error) {
 // scanned into dest.
 func (r *Relay) readSorted(ctx context.Context, sql string, args, dest []any, fn func() error) error {
 	return nosort.Scan(ctx, r.pool, sql, args, dest, fn)
+}
+
+// claimNew is claim in a transaction of its own.
+func (r *Relay) claimNew(ctx context.Context, rows []claimed) error {
+	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error { return r.claim(ctx, tx, rows) })
 }
 
 // claim hands rows to new batch jobs of at most BatchSize rows, inside

@@ -208,8 +208,8 @@ func (r *Relay) handOff(ctx context.Context, heads []claimed) ([]claimed, error)
 	}
 	part := heads[:min(len(heads), r.cfg.BatchSize)]
 	lo, hi := spanOf(part).bounds()
-	ordered, byEntity := r.cfg.Ordering != OrderOff, r.cfg.Ordering == OrderByEntity
-	res, err := r.pool.Query(ctx, handOffSQL, idsOf(part), j.id, ordered, r.cfg.BlockOnFailure, byEntity, lo, hi)
+	ordered, block, byEntity := r.headFlags()
+	res, err := r.pool.Query(ctx, handOffSQL, idsOf(part), j.id, ordered, block, byEntity, lo, hi)
 	var rows []*batchRow
 	if err == nil {
 		rows, err = scanBatchRows(res)

@@ -245,7 +245,7 @@ func (r *Relay) recheckSuccessors(ctx context.Context, k *endedKeys) {
 		var heads []claimed
 		heads, err = pgx.CollectRows(res, scanClaimed)
 		if err == nil && len(heads) > 0 {
-			err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error { return r.claim(ctx, tx, heads) })
+			err = r.claimNew(ctx, heads)
 		}
 	}
 	if err != nil && ctx.Err() == nil {

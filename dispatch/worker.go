@@ -33,6 +33,12 @@ const headTest = `NOT $3::boolean OR NOT EXISTS (
               AND ($4::boolean OR num_nulls(e.failed_at) = 1)
               AND (NOT $5::boolean OR e.data ->> 'entity_id' = o.data ->> 'entity_id'))`
 
+// headFlags are headTest's $3, $4 and $5 (and those of the admission
+// reads that share them): ordering on, BlockOnFailure, ordering by entity.
+func (r *Relay) headFlags() (ordered, blockOnFailure, byEntity bool) {
+	return r.cfg.Ordering != OrderOff, r.cfg.BlockOnFailure, r.cfg.Ordering == OrderByEntity
+}
+
 // readSQL reads the rows a batch job still owns: its own job_id, neither
 // delivered nor failed, and whether each is the head of its key
 // (headTest): the claim checked it, and it is checked again here because
@@ -263,9 +269,9 @@ func (r *Relay) readBatch(ctx context.Context, job *river.Job[BatchArgs], ids []
 
 // readRows is readBatch once the slot is held.
 func (r *Relay) readRows(ctx context.Context, job *river.Job[BatchArgs], ids []int64, span partSpan) ([]*batchRow, error) {
-	ordered, byEntity := r.cfg.Ordering != OrderOff, r.cfg.Ordering == OrderByEntity
+	ordered, block, byEntity := r.headFlags()
 	lo, hi := span.bounds()
-	res, err := r.pool.Query(ctx, readSQL, ids, job.ID, ordered, r.cfg.BlockOnFailure, byEntity, lo, hi)
+	res, err := r.pool.Query(ctx, readSQL, ids, job.ID, ordered, block, byEntity, lo, hi)
 	if err != nil {
 		return nil, fmt.Errorf("read rows of batch job %d: %w", job.ID, err)
 	}
